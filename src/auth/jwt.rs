@@ -1,0 +1,678 @@
+//! JSON Web Tokens: keys, issuing access tokens, and verifying bearer tokens.
+//!
+//! Verification follows PyJWT (which Flask-JWT-Extended uses) step by step, so a client
+//! sees the same `msg` for the same failure: segments, header, payload and signature are
+//! decoded first, then the algorithm is checked against the allow-list from config (never
+//! from the token), then the signature, then the registered claims. Signature checks use
+//! jsonwebtoken's crypto; the token layout is parsed here to keep control of each step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde_json::{Map, Value};
+
+use crate::config::{raw::RawKey, resolve_path, Problems};
+use crate::error::TokenError;
+
+/// Claims the gateway sets itself; user-configured claims may not use these names.
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "sub", "iat", "nbf", "exp", "jti", "type", "fresh", "iss", "aud", "roles",
+];
+
+/// One configured key.
+pub struct Key {
+    /// `kid` header value; when set, tokens carrying a `kid` must match it exactly.
+    pub kid: Option<String>,
+    /// The only algorithm this key is used with.
+    pub algorithm: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("can_sign", &self.encoding.is_some())
+            .finish()
+    }
+}
+
+/// The configured keys: one signs, all verify.
+#[derive(Debug)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    signer: Option<usize>,
+    allowed: Vec<Algorithm>,
+}
+
+/// Rules for the registered claims.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    /// Access token lifetime in seconds.
+    pub ttl_secs: u64,
+    /// `iss` issued and required, when set.
+    pub issuer: Option<String>,
+    /// `aud` issued and required, when set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+}
+
+/// A verified access token's identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `sub`: who the token was issued to.
+    pub sub: String,
+    /// `roles`, when present.
+    pub roles: Vec<String>,
+    /// All claims, for policies.
+    pub claims: Map<String, Value>,
+}
+
+fn token_error(status: StatusCode, msg: impl Into<String>, reason: &'static str) -> TokenError {
+    TokenError::new(status, msg, reason)
+}
+
+fn unprocessable(msg: impl Into<String>, reason: &'static str) -> TokenError {
+    token_error(StatusCode::UNPROCESSABLE_ENTITY, msg, reason)
+}
+
+fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+impl KeySet {
+    /// Load `auth.keys`, recording every problem.
+    pub fn build(problems: &mut Problems, base_dir: &Path, raw: Vec<RawKey>) -> Option<KeySet> {
+        if raw.is_empty() {
+            problems.push("auth.keys", "at least one key is required");
+            return None;
+        }
+        let start = problems.count();
+        let expected = raw.len();
+        let mut keys = Vec::new();
+        let mut signer = None;
+        for (i, rk) in raw.into_iter().enumerate() {
+            let key = format!("auth.keys[{i}]");
+            let sign = rk.sign;
+            if let Some(k) = load_key(problems, base_dir, &key, rk) {
+                if sign {
+                    if k.encoding.is_none() {
+                        problems.push(&key, "sign: true needs secret or private_key_file");
+                    } else if signer.replace(keys.len()).is_some() {
+                        problems.push(&key, "only one key may have sign: true");
+                    }
+                }
+                keys.push(k);
+            }
+        }
+        let signer = signer.or_else(|| keys.iter().position(|k| k.encoding.is_some()));
+        let mut kids = std::collections::HashSet::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = &k.kid {
+                if !kids.insert(kid.clone()) {
+                    problems.push(
+                        format!("auth.keys[{i}].kid"),
+                        format!("duplicate kid {kid:?}"),
+                    );
+                }
+            }
+        }
+        if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) && problems.count() == start {
+            problems.push("auth.keys", "with several keys every key needs a kid");
+        }
+        let mut allowed: Vec<Algorithm> = Vec::new();
+        for k in &keys {
+            if !allowed.contains(&k.algorithm) {
+                allowed.push(k.algorithm);
+            }
+        }
+        (problems.count() == start && keys.len() == expected).then_some(KeySet {
+            keys,
+            signer,
+            allowed,
+        })
+    }
+
+    /// A key set of one HMAC key (tests and benches).
+    pub fn hmac(secret: &[u8], kid: Option<String>) -> KeySet {
+        KeySet {
+            keys: vec![Key {
+                kid,
+                algorithm: Algorithm::HS256,
+                decoding: DecodingKey::from_secret(secret),
+                encoding: Some(EncodingKey::from_secret(secret)),
+            }],
+            signer: Some(0),
+            allowed: vec![Algorithm::HS256],
+        }
+    }
+
+    /// Whether a key can sign (login needs one).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Sign `claims` with the signing key.
+    pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, String> {
+        let key = self
+            .signer
+            .map(|i| &self.keys[i])
+            .ok_or_else(|| "no signing key configured".to_owned())?;
+        let mut header = Header::new(key.algorithm);
+        header.kid = key.kid.clone();
+        let encoding = key
+            .encoding
+            .as_ref()
+            .ok_or("signing key has no private part")?;
+        jsonwebtoken::encode(&header, claims, encoding)
+            .map_err(|e| format!("cannot sign token: {e}"))
+    }
+
+    /// Verify a compact JWS and its claims; returns the identity of a valid access token.
+    pub fn verify(
+        &self,
+        token: &str,
+        rules: &TokenRules,
+        now: u64,
+    ) -> Result<Identity, TokenError> {
+        // Layout, as PyJWT splits it: header.payload.signature, payload may not contain '.'.
+        let (signing_input, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| unprocessable("Not enough segments", "malformed"))?;
+        let (header_b64, payload_b64) = signing_input
+            .split_once('.')
+            .ok_or_else(|| unprocessable("Not enough segments", "malformed"))?;
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(header_b64.trim_end_matches('='))
+            .map_err(|_| unprocessable("Invalid header padding", "malformed"))?;
+        let header: Map<String, Value> = match serde_json::from_slice::<Value>(&header_bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(unprocessable(
+                    "Invalid header string: must be a json object",
+                    "malformed",
+                ))
+            }
+            Err(e) => {
+                return Err(unprocessable(
+                    format!("Invalid header string: {e}"),
+                    "malformed",
+                ))
+            }
+        };
+        let payload_bytes = URL_SAFE_NO_PAD
+            .decode(payload_b64.trim_end_matches('='))
+            .map_err(|_| unprocessable("Invalid payload padding", "malformed"))?;
+        if URL_SAFE_NO_PAD
+            .decode(signature.trim_end_matches('='))
+            .is_err()
+        {
+            return Err(unprocessable("Invalid crypto padding", "malformed"));
+        }
+
+        let algorithm = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(parse_algorithm)
+            .filter(|a| self.allowed.contains(a))
+            .ok_or_else(|| {
+                unprocessable("The specified alg value is not allowed", "alg_not_allowed")
+            })?;
+        if header.contains_key("crit") {
+            return Err(unprocessable(
+                "Unsupported critical header parameter",
+                "malformed",
+            ));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => {
+                return Err(unprocessable(
+                    "Invalid kid header: must be a string",
+                    "malformed",
+                ))
+            }
+        };
+        let mut verified = false;
+        for key in self.keys.iter().filter(|k| k.algorithm == algorithm) {
+            if kid.is_some() && key.kid.as_deref() != kid && key.kid.is_some() {
+                continue;
+            }
+            if jsonwebtoken::crypto::verify(
+                signature,
+                signing_input.as_bytes(),
+                &key.decoding,
+                algorithm,
+            )
+            .unwrap_or(false)
+            {
+                verified = true;
+                break;
+            }
+        }
+        if !verified {
+            return Err(unprocessable(
+                "Signature verification failed",
+                "bad_signature",
+            ));
+        }
+
+        let claims = match serde_json::from_slice::<Value>(&payload_bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(unprocessable(
+                    "Invalid payload string: must be a json object",
+                    "malformed",
+                ))
+            }
+            Err(e) => {
+                return Err(unprocessable(
+                    format!("Invalid payload string: {e}"),
+                    "malformed",
+                ))
+            }
+        };
+        validate_claims(claims, rules, now)
+    }
+}
+
+fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> Option<Key> {
+    let Some(algorithm) = parse_algorithm(&rk.algorithm) else {
+        problems.push(
+            format!("{key}.algorithm"),
+            format!(
+                "unsupported algorithm {:?} (expected one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)",
+                rk.algorithm
+            ),
+        );
+        return None;
+    };
+    if let Some(kid) = &rk.kid {
+        if kid.is_empty() || kid.len() > 128 {
+            problems.push(format!("{key}.kid"), "must be 1 to 128 characters");
+        }
+    }
+    let read = |problems: &mut Problems, field: &str, path: &str| -> Option<Vec<u8>> {
+        let full = resolve_path(base_dir, path);
+        std::fs::read(&full)
+            .map_err(|e| {
+                problems.push(
+                    format!("{key}.{field}"),
+                    format!("cannot read {}: {e}", full.display()),
+                )
+            })
+            .ok()
+    };
+    let is_hmac = matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    );
+    if is_hmac {
+        if rk.private_key_file.is_some() || rk.public_key_file.is_some() {
+            problems.push(
+                key,
+                "HMAC keys take secret or secret_file, not PEM key files",
+            );
+            return None;
+        }
+        let secret = match (rk.secret, rk.secret_file) {
+            (Some(s), None) => s.into_bytes(),
+            (None, Some(f)) => {
+                let mut bytes = read(problems, "secret_file", &f)?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            (Some(_), Some(_)) => {
+                problems.push(key, "set either secret or secret_file, not both");
+                return None;
+            }
+            (None, None) => {
+                problems.push(
+                    key,
+                    "an HMAC key needs secret (e.g. ${JWT_SECRET_KEY}) or secret_file",
+                );
+                return None;
+            }
+        };
+        if secret.len() < 32 {
+            problems.push(
+                format!("{key}.secret"),
+                format!(
+                    "HMAC secret is {} bytes; at least 32 are required",
+                    secret.len()
+                ),
+            );
+            return None;
+        }
+        return Some(Key {
+            kid: rk.kid,
+            algorithm,
+            decoding: DecodingKey::from_secret(&secret),
+            encoding: Some(EncodingKey::from_secret(&secret)),
+        });
+    }
+    if rk.secret.is_some() || rk.secret_file.is_some() {
+        problems.push(
+            key,
+            format!(
+                "{} keys take private_key_file/public_key_file, not a secret",
+                rk.algorithm
+            ),
+        );
+        return None;
+    }
+    let Some(public_file) = rk.public_key_file else {
+        problems.push(key, "public_key_file is required (it verifies tokens)");
+        return None;
+    };
+    let public = read(problems, "public_key_file", &public_file)?;
+    let decoding = match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&public),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(&public),
+        _ => DecodingKey::from_rsa_pem(&public),
+    };
+    let decoding = match decoding {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(
+                format!("{key}.public_key_file"),
+                format!("not a {} public key PEM: {e}", rk.algorithm),
+            );
+            return None;
+        }
+    };
+    let encoding = match rk.private_key_file {
+        None => None,
+        Some(f) => {
+            let private = read(problems, "private_key_file", &f)?;
+            let encoding = match algorithm {
+                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&private),
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(&private),
+                _ => EncodingKey::from_rsa_pem(&private),
+            };
+            match encoding {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    problems.push(
+                        format!("{key}.private_key_file"),
+                        format!("not a {} private key PEM: {e}", rk.algorithm),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(Key {
+        kid: rk.kid,
+        algorithm,
+        decoding,
+        encoding,
+    })
+}
+
+/// Read an integer NumericDate claim the way PyJWT does.
+fn numeric_claim(
+    claims: &Map<String, Value>,
+    name: &str,
+    label: &str,
+) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) => Ok(Some(v)),
+            None => Err(unprocessable(
+                format!("{label} claim ({name}) must be an integer."),
+                "malformed",
+            )),
+        },
+        Some(_) => Err(unprocessable(
+            format!("{label} claim ({name}) must be an integer."),
+            "malformed",
+        )),
+    }
+}
+
+fn missing(name: &str) -> TokenError {
+    unprocessable(
+        format!("Token is missing the \"{name}\" claim"),
+        "malformed",
+    )
+}
+
+/// Check the registered claims (PyJWT's order), then Flask-JWT-Extended's own checks.
+fn validate_claims(
+    claims: Map<String, Value>,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<Identity, TokenError> {
+    let now = now as i64;
+    let leeway = rules.leeway_secs as i64;
+    let exp = numeric_claim(&claims, "exp", "Expiration Time")?.ok_or_else(|| missing("exp"))?;
+    if rules.issuer.is_some() && !claims.contains_key("iss") {
+        return Err(missing("iss"));
+    }
+    if rules.audience.is_some() && !claims.contains_key("aud") {
+        return Err(missing("aud"));
+    }
+    if let Some(iat) = numeric_claim(&claims, "iat", "Issued At")? {
+        if iat > now + leeway {
+            return Err(unprocessable(
+                "The token is not yet valid (iat)",
+                "immature",
+            ));
+        }
+    }
+    if let Some(nbf) = numeric_claim(&claims, "nbf", "Not Before")? {
+        if nbf > now + leeway {
+            return Err(unprocessable(
+                "The token is not yet valid (nbf)",
+                "immature",
+            ));
+        }
+    }
+    if exp <= now - leeway {
+        return Err(token_error(
+            StatusCode::UNAUTHORIZED,
+            "Token has expired",
+            "expired",
+        ));
+    }
+    if let Some(aud) = &rules.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(s)) => s == aud,
+            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(aud)),
+            _ => return Err(unprocessable("Invalid claim format in token", "malformed")),
+        };
+        if !ok {
+            return Err(unprocessable("Audience doesn't match", "bad_audience"));
+        }
+    }
+    if let Some(iss) = &rules.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+            return Err(unprocessable("Invalid issuer", "bad_issuer"));
+        }
+    }
+    let sub = match claims.get("sub") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(unprocessable("Subject must be a string", "malformed")),
+        None => return Err(unprocessable("Missing claim: sub", "malformed")),
+    };
+    if let Some(jti) = claims.get("jti") {
+        if !jti.is_string() {
+            return Err(unprocessable("JWT ID must be a string", "malformed"));
+        }
+    }
+    match claims.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "access" => {}
+        Some(Value::String(t)) if t == "refresh" => {
+            return Err(unprocessable(
+                "Only non-refresh tokens are allowed",
+                "wrong_token_type",
+            ))
+        }
+        Some(_) => {
+            return Err(unprocessable(
+                "Only access tokens are allowed",
+                "wrong_token_type",
+            ))
+        }
+    }
+    let roles = match claims.get("roles") {
+        None => Vec::new(),
+        Some(Value::String(r)) => vec![r.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(_) => return Err(unprocessable("Invalid roles claim", "malformed")),
+    };
+    Ok(Identity { sub, roles, claims })
+}
+
+/// The claims of a new access token in Flask-JWT-Extended's shape and order
+/// (`fresh, iat, jti, type, sub, nbf, exp`), then `iss`/`aud`, `roles` and user claims.
+pub fn access_claims(
+    sub: &str,
+    roles: &[String],
+    extra: &BTreeMap<String, Value>,
+    rules: &TokenRules,
+    now: u64,
+) -> Map<String, Value> {
+    let mut claims = Map::new();
+    claims.insert("fresh".into(), Value::Bool(false));
+    claims.insert("iat".into(), now.into());
+    claims.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
+    claims.insert("type".into(), "access".into());
+    claims.insert("sub".into(), sub.into());
+    claims.insert("nbf".into(), now.into());
+    claims.insert("exp".into(), (now + rules.ttl_secs).into());
+    if let Some(iss) = &rules.issuer {
+        claims.insert("iss".into(), iss.clone().into());
+    }
+    if let Some(aud) = &rules.audience {
+        claims.insert("aud".into(), aud.clone().into());
+    }
+    if !roles.is_empty() {
+        claims.insert("roles".into(), roles.to_vec().into());
+    }
+    for (k, v) in extra {
+        claims.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    claims
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn rules() -> TokenRules {
+        TokenRules {
+            ttl_secs: 900,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+        }
+    }
+
+    fn sign_raw(header: &str, payload: &str, secret: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_secret(secret),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let keys = KeySet::hmac(SECRET, None);
+        let now = now();
+        let claims = access_claims("a@b.c", &["admin".into()], &BTreeMap::new(), &rules(), now);
+        let token = keys.sign(&claims).unwrap();
+        let id = keys.verify(&token, &rules(), now).unwrap();
+        assert_eq!(id.sub, "a@b.c");
+        assert_eq!(id.roles, vec!["admin".to_owned()]);
+    }
+
+    #[test]
+    fn failures_have_pyjwt_messages() {
+        let keys = KeySet::hmac(SECRET, None);
+        let msg = |t: &str| keys.verify(t, &rules(), 1000).unwrap_err().msg;
+        assert_eq!(msg("abc"), "Not enough segments");
+        assert_eq!(msg("a.b"), "Not enough segments");
+        let expired = sign_raw(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"sub":"x","exp":999}"#,
+            SECRET,
+        );
+        assert_eq!(msg(&expired), "Token has expired");
+        let wrong = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","exp":2000}"#,
+            b"another-secret-of-32-bytes-long!!",
+        );
+        assert_eq!(msg(&wrong), "Signature verification failed");
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"sub":"x"}"#)
+        );
+        assert_eq!(msg(&none), "The specified alg value is not allowed");
+        let refresh = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","exp":2000,"type":"refresh"}"#,
+            SECRET,
+        );
+        assert_eq!(msg(&refresh), "Only non-refresh tokens are allowed");
+        let nbf = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","exp":2000,"nbf":1500}"#,
+            SECRET,
+        );
+        assert_eq!(msg(&nbf), "The token is not yet valid (nbf)");
+        let no_exp = sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"x"}"#, SECRET);
+        assert_eq!(msg(&no_exp), "Token is missing the \"exp\" claim");
+    }
+}

@@ -1,0 +1,244 @@
+//! Authentication: the user store, login, JWT keys and verification, route policies.
+//!
+//! - [`users`]: argon2id user store, verified on a bounded blocking pool.
+//! - [`login`]: the `POST /users/login` handler.
+//! - [`jwt`]: keys, token issuance and verification with PyJWT-compatible errors.
+//! - [`policy`]: per-route role, scope and claim requirements.
+//!
+//! [`Auth::authenticate`] is the step the request path runs for every protected route:
+//! it reads the `Authorization` header exactly as Flask-JWT-Extended does and returns the
+//! verified [`Identity`](jwt::Identity) or the error Flask-JWT-Extended would give.
+
+pub mod jwt;
+pub mod login;
+pub mod policy;
+pub mod users;
+
+use std::path::Path;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, StatusCode};
+
+use crate::config::{duration_or, raw::RawAuth, Problems};
+use crate::error::{ErrorMode, TokenError};
+use jwt::{Identity, KeySet, TokenRules};
+use users::UserStore;
+
+/// Longest `Authorization` header decoded; longer ones are refused unread.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+
+/// Everything authentication needs, prepared at config load.
+#[derive(Debug)]
+pub struct Auth {
+    /// Path of the login endpoint.
+    pub login_path: String,
+    /// Users who may log in.
+    pub users: UserStore,
+    /// Signing and verification keys.
+    pub keys: KeySet,
+    /// Claim rules (lifetime, iss, aud, leeway).
+    pub rules: TokenRules,
+    /// How token failures are reported.
+    pub error_mode: ErrorMode,
+    /// Header carrying `sub` upstream.
+    pub subject_header: HeaderName,
+    /// Header carrying the roles upstream.
+    pub roles_header: HeaderName,
+}
+
+/// Build [`Auth`] from `auth:`, recording every problem.
+pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<Auth> {
+    let start = problems.count();
+    let login_path = raw.login_path.unwrap_or_else(|| "/users/login".to_owned());
+    if crate::routing::normalize_path(&login_path).ok().as_deref() != Some(login_path.as_str()) {
+        problems.push(
+            "auth.login_path",
+            "must be a normalized absolute path such as /users/login",
+        );
+    }
+    let error_mode = match raw.errors.as_deref() {
+        None | Some("flask") => ErrorMode::Flask,
+        Some("rfc6750") => ErrorMode::Rfc6750,
+        Some(other) => {
+            problems.push(
+                "auth.errors",
+                format!("unknown value {other:?} (expected flask or rfc6750)"),
+            );
+            ErrorMode::Flask
+        }
+    };
+    let rules = TokenRules {
+        ttl_secs: duration_or(
+            problems,
+            "auth.access_token_ttl",
+            raw.access_token_ttl.as_deref(),
+            std::time::Duration::from_secs(900),
+        )
+        .as_secs(),
+        issuer: raw.issuer,
+        audience: raw.audience,
+        leeway_secs: duration_or(
+            problems,
+            "auth.leeway",
+            raw.leeway.as_deref(),
+            std::time::Duration::ZERO,
+        )
+        .as_secs(),
+    };
+    if rules.ttl_secs == 0 {
+        problems.push("auth.access_token_ttl", "must be at least 1s");
+    }
+    let headers = raw.identity_headers;
+    let mut header = |key: &str, value: Option<String>, default: &'static str| {
+        let name = value.unwrap_or_else(|| default.to_owned());
+        HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|_| {
+            problems.push(
+                format!("auth.identity_headers.{key}"),
+                format!("invalid header name {name:?}"),
+            );
+            HeaderName::from_static("x-invalid")
+        })
+    };
+    let subject_header = header(
+        "subject",
+        headers.as_ref().and_then(|h| h.subject.clone()),
+        "x-auth-subject",
+    );
+    let roles_header = header(
+        "roles",
+        headers.as_ref().and_then(|h| h.roles.clone()),
+        "x-auth-roles",
+    );
+    let keys = KeySet::build(problems, base_dir, raw.keys);
+    if raw.users.is_none() && raw.users_file.is_none() {
+        problems.push("auth", "configure users (inline) or users_file");
+    }
+    let concurrency = raw
+        .login_concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let users = UserStore::build(
+        problems,
+        base_dir,
+        raw.users,
+        raw.users_file.as_deref(),
+        concurrency,
+    );
+    if let Some(k) = &keys {
+        if !k.can_sign() {
+            problems.push(
+                "auth.keys",
+                "no key can sign tokens for login (add secret or private_key_file)",
+            );
+        }
+    }
+    if problems.count() != start {
+        return None;
+    }
+    Some(Auth {
+        login_path,
+        users: users?,
+        keys: keys?,
+        rules,
+        error_mode,
+        subject_header,
+        roles_header,
+    })
+}
+
+fn bad_header() -> TokenError {
+    TokenError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Bad Authorization header. Expected 'Authorization: Bearer <JWT>'",
+        "malformed",
+    )
+}
+
+/// Extract the token from the `Authorization` header the way Flask-JWT-Extended does
+/// (comma-separated credentials, exactly one `Bearer` one), with the scheme word matched
+/// case-insensitively.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, TokenError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing Authorization Header",
+            "missing",
+        ));
+    };
+    if values.next().is_some() || value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(bad_header());
+    }
+    let value = value.to_str().map_err(|_| bad_header())?;
+    let value = value.trim().trim_matches(',');
+    if value.is_empty() {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing Authorization Header",
+            "missing",
+        ));
+    }
+    let mut bearer = value.split(',').map(str::trim).filter(|field| {
+        field
+            .split_whitespace()
+            .next()
+            .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+    });
+    let (Some(field), None) = (bearer.next(), bearer.next()) else {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing 'Bearer' type in 'Authorization' header. Expected 'Authorization: Bearer <JWT>'",
+            "missing",
+        ));
+    };
+    let mut parts = field.split_whitespace().skip(1);
+    match (parts.next(), parts.next()) {
+        (Some(token), None) => Ok(token),
+        _ => Err(bad_header()),
+    }
+}
+
+impl Auth {
+    /// Verify the request's bearer token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, TokenError> {
+        let token = bearer_token(headers)?;
+        self.keys.verify(token, &self.rules, jwt::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_parsing_matches_flask_jwt_extended() {
+        assert_eq!(bearer_token(&with(&["Bearer abc"])).unwrap(), "abc");
+        assert_eq!(bearer_token(&with(&["bearer abc"])).unwrap(), "abc");
+        assert_eq!(
+            bearer_token(&with(&["Basic xyz, Bearer abc"])).unwrap(),
+            "abc"
+        );
+        let err = |v: &[&'static str]| bearer_token(&with(v)).unwrap_err();
+        assert_eq!(err(&[]).msg, "Missing Authorization Header");
+        assert_eq!(err(&[]).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(err(&["Token abc"]).status, StatusCode::UNAUTHORIZED);
+        assert!(err(&["Token abc"]).msg.starts_with("Missing 'Bearer' type"));
+        assert_eq!(err(&["Bearer"]).status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            err(&["Bearer a b"]).status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            err(&["Bearer a", "Bearer b"]).status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! Configuration: `gateway.yaml` read, interpolated, and validated into a typed [`Config`].
+//!
+//! Two stages, as in rust-rpxy: [`raw`] holds plain serde structs (unknown keys refused),
+//! and [`load`] turns them into a [`Config`] whose parts are ready for the request path:
+//! the route table is sorted, keys are parsed, users are indexed. Every problem found is
+//! collected with the file and key path it concerns, and all are reported together:
+//! `gateway.yaml: routes[2].upstream: unknown upstream "propertes" (known: properties)`.
+
+mod interpolate;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::auth::Auth;
+use crate::proxy::Upstream;
+use crate::routing::RouteTable;
+
+/// A fully validated configuration, prepared for the request path.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was loaded from (for messages and reloads).
+    pub file: PathBuf,
+    /// Process-wide settings.
+    pub server: ServerSettings,
+    /// Where to accept connections.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstreams by name, shared by the routes that use them.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Routes, ordered for lookup.
+    pub routes: RouteTable,
+    /// Authentication: users, keys, token rules. `None` when the file has no `auth:`, in
+    /// which case every route must be `auth: public`.
+    pub auth: Option<Arc<Auth>>,
+}
+
+/// `server:` settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Runtime worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Deadline for a client's TLS handshake, so idle sockets cannot pin memory.
+    pub tls_handshake_timeout: Duration,
+    /// Deadline for a client to send a complete request head (slowloris defence).
+    pub header_read_timeout: Duration,
+}
+
+/// One listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Address to bind; port 0 picks a free port (tests).
+    pub address: SocketAddr,
+    /// How connections are secured.
+    pub tls: TlsSetting,
+    /// Whether client-sent `X-Forwarded-*` values are kept and appended to.
+    pub trust_forwarded_headers: bool,
+}
+
+/// TLS mode of a listener, with the certificate already loaded (so `gateway check`
+/// catches a bad certificate, and a reload can swap it).
+#[derive(Debug, Clone)]
+pub enum TlsSetting {
+    /// Certificate chain and key from PEM files.
+    Files {
+        /// Certificate chain PEM.
+        cert_file: PathBuf,
+        /// Private key PEM.
+        key_file: PathBuf,
+        /// What they hold.
+        key: Arc<rustls::sign::CertifiedKey>,
+    },
+    /// A certificate for `localhost` generated at load.
+    SelfSigned(Arc<crate::tls::SelfSigned>),
+    /// No TLS: plain HTTP, only when the listener says `plaintext: true`.
+    Plaintext,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem: `file: key.path: what is wrong`.
+    pub problems: Vec<String>,
+}
+
+/// Collects problems while validating, each tagged with its file and key path.
+#[derive(Debug)]
+pub struct Problems {
+    file: String,
+    list: Vec<String>,
+    /// Keys already reported as unusable (e.g. a missing `${VAR}`); follow-on problems
+    /// under them would only repeat the first one, so they are not recorded.
+    reported: Vec<String>,
+}
+
+impl Problems {
+    /// A collector for problems in `file` (as the user named it).
+    pub fn new(file: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            list: Vec::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    /// Record that `key` has a problem.
+    pub fn push(&mut self, key: impl Display, msg: impl Display) {
+        let key = key.to_string();
+        let covered = self.reported.iter().any(|r| {
+            key.strip_prefix(r.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        });
+        if !covered {
+            self.list.push(format!("{}: {key}: {msg}", self.file));
+        }
+    }
+
+    /// Record a problem and silence later problems under the same key.
+    pub fn push_final(&mut self, key: impl Display, msg: impl Display) {
+        let key = key.to_string();
+        self.push(&key, msg);
+        self.reported.push(key);
+    }
+
+    /// Record a problem that concerns the whole file.
+    pub fn push_file(&mut self, msg: impl Display) {
+        self.list.push(format!("{}: {msg}", self.file));
+    }
+
+    /// Move the problems of another collector (another file) into this one.
+    pub fn absorb(&mut self, other: Problems) {
+        self.list.extend(other.list);
+    }
+
+    /// How many problems were found so far.
+    pub fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Deserialize `value` (found at `key`) into `T`, recording a problem on failure. The
+    /// key path of the error inside `value` is appended to `key`.
+    pub fn parse<T: DeserializeOwned>(&mut self, key: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = match (key.is_empty(), inner.as_str()) {
+                    (true, _) => inner.clone(),
+                    (false, ".") => key.to_owned(),
+                    (false, p) if p.starts_with('[') => format!("{key}{p}"),
+                    (false, p) => format!("{key}.{p}"),
+                };
+                self.push(path, strip_serde_position(&e.into_inner().to_string()));
+                None
+            }
+        }
+    }
+
+    fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.list.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: self.list,
+            })
+        }
+    }
+}
+
+/// serde_yaml appends " at line L column C" positions that refer to the re-serialized
+/// value, not the file; the key path we add is the useful locator.
+fn strip_serde_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Parse a duration such as `500ms`, `30s`, `15m`, `1h` or `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("invalid duration {text:?} (expected e.g. 500ms, 30s, 15m, 1h, 30d)")
+    })?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?} (expected e.g. 500ms, 30s, 15m, 1h, 30d)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// Parse an optional duration field, recording a problem under `key` when it is malformed.
+pub fn duration_or(
+    problems: &mut Problems,
+    key: impl Display,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
+    match value.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            problems.push(key, e);
+            default
+        }
+    }
+}
+
+/// Resolve a path from the config relative to the config file's directory.
+pub fn resolve_path(base_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// Read, interpolate and validate a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read file: {e}", path.display())],
+    })?;
+    from_yaml(&text, path)
+}
+
+/// Validate configuration text as if it were read from `path` (relative paths inside it are
+/// resolved against `path`'s directory).
+pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut problems = Problems::new(file);
+
+    let mut doc: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push_file(format!("invalid YAML: {e}"));
+            return problems.into_result(unreachable_config());
+        }
+    };
+    interpolate::interpolate(&mut doc, "", &mut problems);
+    let Value::Mapping(mut top) = doc else {
+        problems.push_file("the top level must be a mapping of sections");
+        return problems.into_result(unreachable_config());
+    };
+    for key in top.keys() {
+        let name = key.as_str().unwrap_or("?");
+        if !raw::TOP_LEVEL_KEYS.contains(&name) {
+            problems.push(
+                name,
+                format!(
+                    "unknown section (expected one of: {})",
+                    raw::TOP_LEVEL_KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    let mut take = |key: &str| top.remove(key);
+
+    let server = build_server(&mut problems, take("server"));
+    let listeners = build_listeners(&mut problems, &base_dir, take("listeners"));
+    let upstreams = crate::proxy::build_upstreams(&mut problems, take("upstreams"));
+    let auth_raw = take("auth");
+    let auth_present = !matches!(auth_raw, None | Some(Value::Null));
+    let auth = match auth_raw {
+        None | Some(Value::Null) => None,
+        Some(v) => problems
+            .parse::<raw::RawAuth>("auth", v)
+            .and_then(|raw| crate::auth::build(&mut problems, &base_dir, raw))
+            .map(Arc::new),
+    };
+    let routes = crate::routing::build_routes(
+        &mut problems,
+        take("routes"),
+        &upstreams,
+        auth_present.then_some(auth.as_deref()),
+    );
+
+    let config = Config {
+        file: path.to_path_buf(),
+        server,
+        listeners,
+        upstreams,
+        routes,
+        auth,
+    };
+    problems.into_result(config)
+}
+
+/// Placeholder returned alongside errors; never observed because `into_result` fails.
+fn unreachable_config() -> Config {
+    Config {
+        file: PathBuf::new(),
+        server: build_server(&mut Problems::new(""), None),
+        listeners: Vec::new(),
+        upstreams: BTreeMap::new(),
+        routes: RouteTable::default(),
+        auth: None,
+    }
+}
+
+/// Split a sequence section into its items, each with its key path (`routes[2]`).
+pub fn sequence(problems: &mut Problems, key: &str, value: Option<Value>) -> Vec<(String, Value)> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect(),
+        Some(_) => {
+            problems.push(key, "expected a list");
+            Vec::new()
+        }
+    }
+}
+
+fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings {
+    let raw = match value {
+        None | Some(Value::Null) => raw::RawServer::default(),
+        Some(v) => problems.parse("server", v).unwrap_or_default(),
+    };
+    if raw.workers == Some(0) {
+        problems.push("server.workers", "must be at least 1");
+    }
+    ServerSettings {
+        workers: raw.workers.filter(|w| *w > 0),
+        shutdown_grace: duration_or(
+            problems,
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+        tls_handshake_timeout: duration_or(
+            problems,
+            "server.tls_handshake_timeout",
+            raw.tls_handshake_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        header_read_timeout: duration_or(
+            problems,
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+    }
+}
+
+fn build_listeners(
+    problems: &mut Problems,
+    base_dir: &Path,
+    value: Option<Value>,
+) -> Vec<ListenerConfig> {
+    let items = sequence(problems, "listeners", value);
+    if items.is_empty() {
+        problems.push("listeners", "at least one listener is required");
+    }
+    let mut out = Vec::new();
+    for (i, (key, v)) in items.into_iter().enumerate() {
+        let Some(raw) = problems.parse::<raw::RawListener>(&key, v) else {
+            continue;
+        };
+        let address = match raw.address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push(
+                    format!("{key}.address"),
+                    format!(
+                        "invalid address {:?} (expected IP:port, e.g. 0.0.0.0:8443)",
+                        raw.address
+                    ),
+                );
+                continue;
+            }
+        };
+        let tls = match (raw.tls, raw.plaintext) {
+            (Some(_), true) => {
+                problems.push(&key, "set either tls or plaintext: true, not both");
+                continue;
+            }
+            (None, false) => {
+                problems.push(
+                    &key,
+                    "no tls section: configure tls (cert_file and key_file, or self_signed: true) or say plaintext: true",
+                );
+                continue;
+            }
+            (None, true) => TlsSetting::Plaintext,
+            (Some(tls), false) => match (tls.self_signed, tls.cert_file, tls.key_file) {
+                (true, None, None) => match crate::tls::self_signed() {
+                    Ok(s) => TlsSetting::SelfSigned(Arc::new(s)),
+                    Err(e) => {
+                        problems.push(format!("{key}.tls"), e);
+                        continue;
+                    }
+                },
+                (false, Some(c), Some(k)) => {
+                    let cert_file = resolve_path(base_dir, &c);
+                    let key_file = resolve_path(base_dir, &k);
+                    match crate::tls::load_certified_key(&cert_file, &key_file) {
+                        Ok(loaded) => TlsSetting::Files {
+                            cert_file,
+                            key_file,
+                            key: loaded,
+                        },
+                        Err(e) => {
+                            let field = match e {
+                                crate::tls::TlsError::Certificates { .. } => "cert_file",
+                                _ => "key_file",
+                            };
+                            problems.push(format!("{key}.tls.{field}"), e);
+                            continue;
+                        }
+                    }
+                }
+                (true, _, _) => {
+                    problems.push(
+                        format!("{key}.tls"),
+                        "self_signed: true cannot be combined with cert_file or key_file",
+                    );
+                    continue;
+                }
+                _ => {
+                    problems.push(
+                        format!("{key}.tls"),
+                        "both cert_file and key_file are required (or self_signed: true)",
+                    );
+                    continue;
+                }
+            },
+        };
+        out.push(ListenerConfig {
+            name: raw.name.unwrap_or_else(|| format!("listener{i}")),
+            address,
+            tls,
+            trust_forwarded_headers: raw.trust_forwarded_headers,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("1y").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Stage one of configuration: the YAML file as plain serde structs.
+//!
+//! Nothing here is validated beyond types; unknown keys are refused so a typo never goes
+//! unnoticed. [`super::Config`] is built from these by [`super::load`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The top-level keys of `gateway.yaml`; each section is deserialized on its own so that
+/// problems in several sections are all reported in one run.
+pub const TOP_LEVEL_KEYS: &[&str] = &["server", "listeners", "upstreams", "routes", "auth"];
+
+/// `server:` settings that apply to the whole process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads of the runtime (default: number of cores).
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish on shutdown, e.g. `30s`.
+    pub shutdown_grace: Option<String>,
+    /// How long a client may take to finish the TLS handshake, e.g. `10s`.
+    pub tls_handshake_timeout: Option<String>,
+    /// How long a client may take to send the request head, e.g. `10s`.
+    pub header_read_timeout: Option<String>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// A name for logs (default `listener<N>`).
+    pub name: Option<String>,
+    /// `IP:port` to bind.
+    pub address: String,
+    /// TLS settings; required unless `plaintext: true`.
+    pub tls: Option<RawTls>,
+    /// Serve plain HTTP on this listener; must be said explicitly.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// Keep client-sent `X-Forwarded-*` values (only behind a trusted load balancer).
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+}
+
+/// `tls:` of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: Option<String>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+    /// Generate a localhost certificate at start (development only).
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// A single base URL (`http://host:port[/base]`).
+    pub url: Option<String>,
+    /// Several base URLs, used round-robin.
+    pub urls: Option<Vec<String>>,
+    /// TCP connect timeout, e.g. `2s`.
+    pub connect_timeout: Option<String>,
+    /// How long to wait for the response head, e.g. `30s`.
+    pub timeout: Option<String>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Path prefix, matched on segment boundaries (`/a` matches `/a` and `/a/b`, not `/ab`).
+    pub path: Option<String>,
+    /// Exact path; the alternative to `path`.
+    pub exact: Option<String>,
+    /// Allowed methods; absent means all.
+    pub methods: Option<Vec<String>>,
+    /// Name of an entry of `upstreams:`.
+    pub upstream: String,
+    /// Replace the matched prefix with this before forwarding.
+    pub rewrite: Option<String>,
+    /// `required` (default) or `public`.
+    pub auth: Option<String>,
+    /// What an authenticated identity must have.
+    pub require: Option<RawRequire>,
+    /// Forward the client's `Authorization` header upstream (default true).
+    pub forward_authorization: Option<bool>,
+    /// Upstream response timeout for this route, overriding the upstream's.
+    pub timeout: Option<String>,
+}
+
+/// `require:` of a route; all listed conditions must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    /// Every one of these roles (claim `roles`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Every one of these scopes (claim `scope`, space separated, or `scp`, a list).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claims that must have exactly these values.
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+/// `auth:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Path of the login endpoint (default `/users/login`).
+    pub login_path: Option<String>,
+    /// A YAML file with `users:` (relative to gateway.yaml).
+    pub users_file: Option<String>,
+    /// Users given inline.
+    pub users: Option<Vec<RawUser>>,
+    /// Signing and verification keys; the one with `sign: true` (or the first that can) signs.
+    pub keys: Vec<RawKey>,
+    /// Access token lifetime (default `15m`).
+    pub access_token_ttl: Option<String>,
+    /// `iss` to issue and require.
+    pub issuer: Option<String>,
+    /// `aud` to issue and require.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf` (default `0s`).
+    pub leeway: Option<String>,
+    /// `flask` (default) or `rfc6750`.
+    pub errors: Option<String>,
+    /// Headers carrying the verified identity to the upstream.
+    pub identity_headers: Option<RawIdentityHeaders>,
+    /// How many password hashes may be computed at once (default: number of cores).
+    pub login_concurrency: Option<usize>,
+}
+
+/// `auth.identity_headers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    /// Header for `sub` (default `X-Auth-Subject`).
+    pub subject: Option<String>,
+    /// Header for the comma-joined roles (default `X-Auth-Roles`).
+    pub roles: Option<String>,
+}
+
+/// One key of `auth.keys:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Key id put in the `kid` header and matched exactly on verification.
+    pub kid: Option<String>,
+    /// HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
+    pub algorithm: String,
+    /// HMAC secret (use `${ENV}`), at least 32 bytes.
+    pub secret: Option<String>,
+    /// File holding the HMAC secret.
+    pub secret_file: Option<String>,
+    /// PEM private key (signing).
+    pub private_key_file: Option<String>,
+    /// PEM public key (verification).
+    pub public_key_file: Option<String>,
+    /// This key signs new tokens.
+    #[serde(default)]
+    pub sign: bool,
+}
+
+/// One user of the user store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// Login name, matched ignoring case.
+    pub email: String,
+    /// Argon2id PHC string (`$argon2id$v=19$...`).
+    pub password_hash: String,
+    /// Roles put in the `roles` claim.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Extra claims put in every token of this user.
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+    /// A disabled user cannot log in.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// The users file: `users: [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsersFile {
+    /// The users.
+    pub users: Vec<RawUser>,
+}

@@ -1,0 +1,279 @@
+//! Forwarding to upstreams: the prepared upstream set, header hygiene, and a pooled
+//! keep-alive hyper-util client per upstream. Bodies stream both ways, never buffered.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde_yaml::Value;
+
+use crate::auth::jwt::Identity;
+use crate::auth::Auth;
+use crate::body::{self, Body};
+use crate::config::{duration_or, raw::RawUpstream, Problems};
+use crate::error::GatewayError;
+use crate::headers::{self, Forwarding};
+use crate::routing::Route;
+
+/// One upstream instance.
+#[derive(Debug)]
+struct Target {
+    /// `host:port` to connect to, also sent as `Host`.
+    authority: Authority,
+    /// Path prefix of the base URL, without a trailing slash (`""` for none).
+    base_path: String,
+    /// `Host` header value, prepared once.
+    host: HeaderValue,
+}
+
+/// A named upstream: one or more instances used round-robin, with its own pool.
+pub struct Upstream {
+    /// The name routes refer to.
+    pub name: String,
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    /// Default response timeout of routes to this upstream.
+    pub timeout: Duration,
+    client: Client<HttpConnector, Body>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("targets", &self.targets)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// The base URLs, for `gateway check`.
+    pub fn urls(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .map(|t| format!("http://{}{}", t.authority, t.base_path))
+            .collect()
+    }
+
+    fn pick(&self) -> &Target {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.targets[i % self.targets.len()]
+    }
+}
+
+fn parse_target(url: &str) -> Result<Target, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("{url:?}: https upstreams are not supported yet; use http:// (upstreams are expected on a private network or localhost)")),
+        _ => return Err(format!("{url:?}: expected an http:// URL")),
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{url:?}: missing host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: credentials in upstream URLs are not supported"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{url:?}: a base URL cannot have a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let host =
+        HeaderValue::from_str(authority.as_str()).map_err(|_| format!("{url:?}: invalid host"))?;
+    Ok(Target {
+        authority,
+        base_path,
+        host,
+    })
+}
+
+/// Build the upstreams from `upstreams:`, recording every problem.
+pub fn build_upstreams(
+    problems: &mut Problems,
+    value: Option<Value>,
+) -> BTreeMap<String, Arc<Upstream>> {
+    let mut out = BTreeMap::new();
+    let map = match value {
+        None | Some(Value::Null) => {
+            problems.push("upstreams", "at least one upstream is required");
+            return out;
+        }
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            problems.push("upstreams", "expected a mapping of name to upstream");
+            return out;
+        }
+    };
+    for (name, v) in map {
+        let Some(name) = name.as_str().map(str::to_owned) else {
+            problems.push("upstreams", "upstream names must be strings");
+            continue;
+        };
+        let key = format!("upstreams.{name}");
+        let Some(raw) = problems.parse::<RawUpstream>(&key, v) else {
+            continue;
+        };
+        let urls = match (raw.url, raw.urls) {
+            (Some(u), None) => vec![u],
+            (None, Some(list)) if !list.is_empty() => list,
+            (Some(_), Some(_)) => {
+                problems.push(&key, "set either url or urls, not both");
+                continue;
+            }
+            _ => {
+                problems.push(&key, "an upstream needs url (or urls)");
+                continue;
+            }
+        };
+        let mut targets = Vec::new();
+        for url in &urls {
+            match parse_target(url) {
+                Ok(t) => targets.push(t),
+                Err(e) => problems.push(format!("{key}.url"), e),
+            }
+        }
+        let connect_timeout = duration_or(
+            problems,
+            format!("{key}.connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        let timeout = duration_or(
+            problems,
+            format!("{key}.timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        if targets.len() != urls.len() {
+            continue;
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        out.insert(
+            name.clone(),
+            Arc::new(Upstream {
+                name,
+                targets,
+                next: AtomicUsize::new(0),
+                timeout,
+                client,
+            }),
+        );
+    }
+    out
+}
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's socket address.
+    pub remote: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Whether the listener trusts client-sent `X-Forwarded-*`.
+    pub trust_forwarded: bool,
+}
+
+/// Forward a request that passed routing and authentication to the route's upstream.
+pub async fn forward(
+    route: &Route,
+    path: &str,
+    identity: Option<&Identity>,
+    auth: Option<&Auth>,
+    request: Request<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    let target = route.upstream.pick();
+
+    let upstream_path = route.upstream_path(path);
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{}{upstream_path}?{q}", target.base_path),
+        None => format!("{}{upstream_path}", target.base_path),
+    };
+    let path_and_query = PathAndQuery::try_from(path_and_query)
+        .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?;
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| GatewayError::Internal(format!("cannot build upstream URI: {e}")))?;
+
+    let client_host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let headers = &mut parts.headers;
+    headers::strip_hop_by_hop(headers);
+    if let Some(auth) = auth {
+        headers::remove_spellings_of(headers, &[&auth.subject_header, &auth.roles_header]);
+    }
+    if !route.forward_authorization {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+    headers::set_forwarded(
+        headers,
+        &Forwarding {
+            client_ip: conn.map(|c| c.remote.ip()),
+            proto: if conn.is_some_and(|c| !c.tls) {
+                "http"
+            } else {
+                "https"
+            },
+            host: client_host.as_deref(),
+            trust: conn.is_some_and(|c| c.trust_forwarded),
+        },
+    );
+    headers.insert(HOST, target.host.clone());
+    if let (Some(identity), Some(auth)) = (identity, auth) {
+        let subject = HeaderValue::from_str(&identity.sub).map_err(|_| {
+            GatewayError::Forbidden("Subject cannot be forwarded as a header".into())
+        })?;
+        headers.insert(&auth.subject_header, subject);
+        if let Ok(roles) = HeaderValue::from_str(&identity.roles.join(",")) {
+            headers.insert(&auth.roles_header, roles);
+        }
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, body);
+
+    let response = match tokio::time::timeout(
+        route.timeout,
+        route.upstream.client.request(upstream_request),
+    )
+    .await
+    {
+        Err(_) => return Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %route.upstream.name, error = %e, "upstream request failed");
+            return Err(GatewayError::UpstreamUnavailable);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body::boxed(body)))
+}
