@@ -1,0 +1,297 @@
+//! Shared test harness: the real example upstream as a child process, the gateway
+//! in-process on a `127.0.0.1:0` listener with its self-signed certificate, and an HTTPS
+//! client (reqwest over rustls) that trusts exactly that certificate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use gateway::config::{Config, TlsSetting};
+use gateway::server::Server;
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The HS256 secret of test configurations (Flask-JWT-Extended's JWT_SECRET_KEY).
+pub const SECRET: &str = "test-secret-key-that-is-long-enough-0123456789";
+
+/// argon2id (m=19456, t=2, p=1) hash of "password", as in the repo's users.yaml.
+pub const PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Ps4Uxv+gTwrI54Rt5O6Jsg$w0FdW+8A7fB8Zfmx1p/KmcssOGVhUP7lZf0I7hBLRN0";
+
+/// The example upstream, running as a real process on a free port.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Upstream {
+    /// Start `upstream-example --listen 127.0.0.1:0` and wait for its `listening on` line.
+    pub fn start() -> Upstream {
+        let exe = upstream_binary();
+        let mut child = Command::new(&exe)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("upstream prints its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected upstream output {line:?}"))
+            .parse()
+            .expect("a socket address");
+        Upstream { addr, child }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop the process (to test an unreachable upstream).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The upstream-example binary next to this test's build (cargo test --workspace builds it).
+fn upstream_binary() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let exe = dir.join(format!("upstream-example{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        exe.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (or `cargo build -p upstream-example` first)",
+        exe.display()
+    );
+    exe
+}
+
+/// A test configuration: one self-signed TLS listener on port 0, the upstream, inline
+/// users, the HS256 test key, and routes like the reference gateway.yaml.
+pub fn config_yaml(upstream: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: test
+    address: 127.0.0.1:0
+    tls: {{ self_signed: true }}
+upstreams:
+  properties:
+    url: {upstream}
+    connect_timeout: 1s
+    timeout: 2s
+auth:
+  users:
+    - email: test@example.com
+      password_hash: "{PASSWORD_HASH}"
+      roles: [user]
+    - email: admin@example.com
+      password_hash: "{PASSWORD_HASH}"
+      roles: [user, admin]
+      claims: {{ tenant: acme }}
+    - email: disabled@example.com
+      password_hash: "{PASSWORD_HASH}"
+      disabled: true
+  keys:
+    - algorithm: HS256
+      secret: "{SECRET}"
+routes:
+  - name: health
+    exact: /health
+    methods: [GET]
+    upstream: properties
+    auth: public
+  - name: properties-read
+    path: /properties
+    methods: [GET, HEAD]
+    upstream: properties
+  - name: properties-write
+    path: /properties
+    methods: [POST]
+    upstream: properties
+    require: {{ roles: [user] }}
+  - name: admin
+    path: /echo/admin
+    upstream: properties
+    require: {{ roles: [admin], claims: {{ tenant: acme }} }}
+  - name: echo
+    path: /echo
+    upstream: properties
+  - name: public-echo
+    path: /public
+    upstream: properties
+    auth: public
+    rewrite: /echo
+  - name: slow
+    path: /slow
+    upstream: properties
+    auth: public
+  - name: stream
+    path: /stream
+    upstream: properties
+    auth: public
+"#
+    )
+}
+
+/// A gateway running in-process on an ephemeral port.
+pub struct Gateway {
+    /// The listener's address.
+    pub addr: SocketAddr,
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// PEM of the self-signed certificate, for clients to trust.
+    pub cert_pem: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Start a gateway from YAML (written to a temp dir, so relative paths resolve there).
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let config =
+            Arc::new(gateway::config::load(&path).unwrap_or_else(|e| panic!("config: {e}")));
+        let cert_pem = match &config.listeners[0].tls {
+            TlsSetting::SelfSigned(s) => s.cert_pem.clone(),
+            _ => String::new(),
+        };
+        let server = Server::bind(config.clone()).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            config,
+            cert_pem,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Start the default test configuration in front of `upstream`.
+    pub async fn start_default(upstream: &Upstream) -> Gateway {
+        Gateway::start(&config_yaml(&upstream.url())).await
+    }
+
+    /// `https://localhost:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// An HTTPS client trusting the gateway's certificate, offering h2 and http/1.1.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_with_alpn(&[b"h2", b"http/1.1"])
+    }
+
+    /// An HTTPS client offering only http/1.1.
+    pub fn client_http1(&self) -> reqwest::Client {
+        self.client_with_alpn(&[b"http/1.1"])
+    }
+
+    fn client_with_alpn(&self, alpn: &[&[u8]]) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
+            roots.add(cert.expect("certificate PEM")).expect("add root");
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve("localhost", self.addr)
+            .no_proxy()
+            .build()
+            .expect("client")
+    }
+
+    /// Log in through the gateway and return the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .client()
+            .post(self.url("/users/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {email} failed");
+        let body: serde_json::Value = response.json().await.expect("login JSON");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Signal shutdown and wait for the server to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Sign arbitrary header and claims JSON with HS256 and `secret`, bypassing the gateway.
+pub fn sign_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = jsonwebtoken::crypto::sign(
+        input.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("sign");
+    format!("{input}.{sig}")
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    gateway::auth::jwt::now() as i64
+}
