@@ -10,39 +10,65 @@
 //! 6. forwarding ([`proxy::forward`]).
 //!
 //! Errors from any step become responses in one place, [`GatewayError::into_response`].
+//! Every request then gets one access-log line and its metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 
-use crate::auth::{self};
+use crate::auth;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{ErrorMode, GatewayError};
 use crate::headers::X_REQUEST_ID;
-use crate::proxy;
+use crate::metrics::{method_label, status_class, Metrics};
+use crate::proxy::{self, ConnInfo};
 use crate::routing::{self, AuthMode};
 
 /// The gateway's request handler. Cheap to clone; clones share the current config.
 #[derive(Clone)]
 pub struct App {
     config: Arc<ArcSwap<Config>>,
+    metrics: Metrics,
 }
 
-/// Build the request handler for a configuration.
+/// Build the request handler for a configuration, with its own metrics registry.
 pub fn app(config: Arc<Config>) -> App {
-    App {
-        config: Arc::new(ArcSwap::new(config)),
-    }
+    App::new(config, Metrics::new())
 }
+
+/// What the access log and metrics learn while a request is handled.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The route's name, `login`, or `None` when no route matched.
+    pub route: Option<Arc<str>>,
+    /// The upstream forwarded to.
+    pub upstream: Option<Arc<str>>,
+    /// The upstream's status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// The verified subject.
+    pub subject: Option<String>,
+}
+
+/// The route label for login requests.
+const LOGIN_ROUTE: &str = "login";
 
 impl App {
+    /// A handler for `config` reporting into `metrics`.
+    pub fn new(config: Arc<Config>, metrics: Metrics) -> App {
+        App {
+            config: Arc::new(ArcSwap::new(config)),
+            metrics,
+        }
+    }
+
     /// The configuration new requests use.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
@@ -53,23 +79,85 @@ impl App {
         self.config.store(config);
     }
 
+    /// The metrics this handler reports into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Handle one request; never fails (errors are responses).
     pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
         let config = self.config.load_full();
         let request_id = request_id(&request);
         request
             .headers_mut()
             .insert(&X_REQUEST_ID, request_id.clone());
-        let mode = config
-            .auth
-            .as_ref()
-            .map_or(ErrorMode::Flask, |a| a.error_mode);
-        let mut response = match route(&config, request).await {
+        let method = request.method().clone();
+        let raw_path = request.uri().path().to_owned();
+        let client = request.extensions().get::<ConnInfo>().map(|c| c.remote);
+
+        let mut outcome = Outcome::default();
+        let result = route(&config, &self.metrics, request, &mut outcome).await;
+        let mut response = match result {
             Ok(r) => r,
-            Err(e) => e.into_response(mode),
+            Err(e) => {
+                self.count_failure(&e, &outcome);
+                e.into_response(
+                    config
+                        .auth
+                        .as_ref()
+                        .map_or(ErrorMode::Flask, |a| a.error_mode),
+                )
+            }
         };
-        response.headers_mut().insert(&X_REQUEST_ID, request_id);
         response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, request_id.clone());
+
+        let elapsed = started.elapsed();
+        let status = response.status();
+        let route_label = outcome.route.as_deref().unwrap_or("none");
+        self.metrics
+            .requests
+            .with_label_values(&[route_label, method_label(&method), status_class(status)])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route_label])
+            .observe(elapsed.as_secs_f64());
+        // The query string is left out: it is where secrets leak into URLs.
+        tracing::info!(
+            target: "access",
+            request_id = request_id.to_str().unwrap_or(""),
+            client = client.map(|c| c.to_string()).unwrap_or_default(),
+            method = method.as_str(),
+            path = raw_path,
+            route = route_label,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
+            upstream = outcome.upstream.as_deref().unwrap_or(""),
+            upstream_status = outcome.upstream_status.unwrap_or(0),
+            subject = outcome.subject.as_deref().unwrap_or(""),
+        );
+        response
+    }
+
+    fn count_failure(&self, error: &GatewayError, outcome: &Outcome) {
+        match error {
+            GatewayError::Token(_) | GatewayError::Forbidden(_) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[error.reason()])
+                    .inc();
+            }
+            _ if outcome.route.as_deref() == Some(LOGIN_ROUTE) => {
+                self.metrics
+                    .login_attempts
+                    .with_label_values(&[error.reason()])
+                    .inc();
+            }
+            _ => {}
+        }
     }
 }
 
@@ -89,24 +177,34 @@ fn request_id(request: &Request<Body>) -> HeaderValue {
         })
 }
 
-async fn route(config: &Config, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+async fn route(
+    config: &Config,
+    metrics: &Metrics,
+    request: Request<Body>,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
     let path = routing::normalize_path(request.uri().path())?;
     let auth = config.auth.as_deref();
     if let Some(auth) = auth.filter(|a| a.login_path == path) {
+        outcome.route = Some(Arc::from(LOGIN_ROUTE));
         if request.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed {
                 allow: "POST".into(),
             });
         }
-        return auth::login::handle(auth, request).await;
+        let response = auth::login::handle(auth, request).await?;
+        metrics.login_attempts.with_label_values(&["success"]).inc();
+        return Ok(response);
     }
     let route = config.routes.resolve(request.method(), &path)?;
+    outcome.route = Some(route.label.clone());
     let identity = match (route.auth, auth) {
         (AuthMode::Public, _) => None,
         (AuthMode::Required, Some(auth)) => {
             let identity = auth
                 .authenticate(request.headers())
                 .map_err(GatewayError::Token)?;
+            outcome.subject = Some(identity.sub.clone());
             route.require.check(&identity)?;
             Some(identity)
         }
@@ -116,7 +214,10 @@ async fn route(config: &Config, request: Request<Body>) -> Result<Response<Body>
             ))
         }
     };
-    proxy::forward(route, &path, identity.as_ref(), auth, request).await
+    outcome.upstream = Some(route.upstream.label.clone());
+    let response = proxy::forward(route, &path, identity.as_ref(), auth, metrics, request).await?;
+    outcome.upstream_status = Some(response.status().as_u16());
+    Ok(response)
 }
 
 impl tower::Service<Request<Body>> for App {

@@ -8,12 +8,16 @@
 //! |---|---|
 //! | [`config`] | `gateway.yaml` → raw serde structs → validated, prepared [`config::Config`] |
 //! | [`server`] | listeners, TLS handshakes, HTTP/1.1 + HTTP/2 connections, graceful drain |
+//! | [`admin`] | the admin listener: `/metrics`, `/healthz`, `/readyz` |
+//! | [`reload`] | hot reload on SIGHUP or file change, certificates included |
 //! | [`tls`] | PEM loading, self-signed development certificate, swappable cert resolver |
 //! | [`app`] | the request path as one service: request id → path → login/route → auth → proxy |
 //! | [`routing`] | path normalization and the prepared route table |
 //! | [`auth`] | user store, login handler, JWT issue/verify, per-route policy |
 //! | [`proxy`] | upstreams, pooled client, forwarding |
 //! | [`headers`] | hop-by-hop stripping and `X-Forwarded-*` |
+//! | [`metrics`] | the Prometheus registry and metric handles |
+//! | [`explain`] | `gateway explain`: which route a request takes and why it is allowed or not |
 //! | [`error`] | the error type and its single mapping to `{"msg": ...}` responses |
 //! | [`body`] | the one boxed body type used throughout |
 //!
@@ -29,13 +33,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod tls;

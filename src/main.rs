@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use gateway::auth::jwt::{access_claims, now};
-use gateway::config::{self, Config, TlsSetting};
+use gateway::config::{self, Config, LogFormat, TlsSetting};
 
 /// A TLS-terminating reverse-proxy authentication gateway.
 #[derive(Parser)]
@@ -34,6 +34,24 @@ enum Command {
     Run,
     /// Validate the configuration and print the route table.
     Check,
+    /// Say which route a request would take and whether it would be allowed, and why.
+    Explain {
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request path (with an optional query).
+        #[arg(long)]
+        path: String,
+        /// A bearer token to check against the route's policy.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Exit 0 when the URL answers 2xx (a Docker HEALTHCHECK without curl).
+    Healthcheck {
+        /// A plain-HTTP URL, e.g. http://127.0.0.1:9901/readyz.
+        #[arg(long, default_value = "http://127.0.0.1:9901/readyz")]
+        url: String,
+    },
     /// Read a password from stdin and print an argon2id PHC hash for the users file.
     HashPassword,
     /// Mint an access token with the configured signing key (for testing).
@@ -65,6 +83,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
         Command::Check => check(&cli.config),
+        Command::Explain {
+            method,
+            path,
+            token,
+        } => explain(&cli.config, &method, &path, token.as_deref()),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::HashPassword => hash_password(),
         Command::Token { sub, roles, ttl } => token(&cli.config, &sub, roles, ttl.as_deref()),
     }
@@ -74,24 +98,84 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration\n{e}"))
 }
 
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
 fn run(path: &Path) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // Building the config needs no runtime; the worker count and log format come from it.
+    let config = Arc::new(load(path)?);
+    init_logging(config.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    // Building the config needs no runtime; the worker count comes from it.
-    let config = Arc::new(load(path)?);
     if let Some(workers) = config.server.workers {
         runtime.worker_threads(workers);
     }
     runtime.build()?.block_on(async move {
         let server = gateway::server::Server::bind(config).await?;
+        let reloader = server.reloader();
+        tokio::spawn(reloader.clone().watch());
+        #[cfg(unix)]
+        {
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = reloader.reload().await;
+                }
+            });
+        }
         server.run(shutdown_signal()).await;
+        tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn explain(path: &Path, method: &str, target: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("invalid method {method:?}"))?;
+    let verdict = gateway::explain::explain(&config, &method, target, token);
+    for step in &verdict.steps {
+        println!("{step}");
+    }
+    if verdict.allowed {
+        println!("verdict: allowed");
+        Ok(())
+    } else {
+        println!("verdict: refused");
+        std::process::exit(2);
+    }
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let uri: http::Uri = url.parse().context("invalid URL")?;
+    let authority = uri.authority().context("URL needs host:port")?;
+    let port = authority.port_u16().unwrap_or(80);
+    let mut stream = std::net::TcpStream::connect((authority.host(), port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n",
+        uri.path()
+    )?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        bail!("{url} answered {status:?}")
+    }
 }
 
 async fn shutdown_signal() {

@@ -21,6 +21,7 @@ use crate::body::{self, Body};
 use crate::config::{duration_or, raw::RawUpstream, Problems};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding};
+use crate::metrics::Metrics;
 use crate::routing::Route;
 
 /// One upstream instance.
@@ -38,6 +39,8 @@ struct Target {
 pub struct Upstream {
     /// The name routes refer to.
     pub name: String,
+    /// The name again, shared cheaply with each request's access-log record.
+    pub label: Arc<str>,
     targets: Vec<Target>,
     next: AtomicUsize,
     /// Default response timeout of routes to this upstream.
@@ -171,6 +174,7 @@ pub fn build_upstreams(
         out.insert(
             name.clone(),
             Arc::new(Upstream {
+                label: Arc::from(name.as_str()),
                 name,
                 targets,
                 next: AtomicUsize::new(0),
@@ -199,6 +203,7 @@ pub async fn forward(
     path: &str,
     identity: Option<&Identity>,
     auth: Option<&Auth>,
+    metrics: &Metrics,
     request: Request<Body>,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut parts, body) = request.into_parts();
@@ -260,15 +265,30 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let upstream_request = Request::from_parts(parts, body);
 
-    let response = match tokio::time::timeout(
-        route.timeout,
-        route.upstream.client.request(upstream_request),
-    )
-    .await
-    {
+    let upstream = &route.upstream;
+    let started = std::time::Instant::now();
+    let result =
+        tokio::time::timeout(route.timeout, upstream.client.request(upstream_request)).await;
+    let error_kind = match &result {
+        Ok(Ok(_)) => None,
+        Err(_) => Some("timeout"),
+        Ok(Err(e)) if e.is_connect() => Some("connect"),
+        Ok(Err(_)) => Some("protocol"),
+    };
+    match error_kind {
+        Some(kind) => metrics
+            .upstream_errors
+            .with_label_values(&[&upstream.name, kind])
+            .inc(),
+        None => metrics
+            .upstream_duration
+            .with_label_values(&[&upstream.name])
+            .observe(started.elapsed().as_secs_f64()),
+    }
+    let response = match result {
         Err(_) => return Err(GatewayError::UpstreamTimeout),
         Ok(Err(e)) => {
-            tracing::warn!(upstream = %route.upstream.name, error = %e, "upstream request failed");
+            tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
             return Err(GatewayError::UpstreamUnavailable);
         }
         Ok(Ok(r)) => r,

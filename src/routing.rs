@@ -72,6 +72,8 @@ impl fmt::Display for PathMatch {
 pub struct Route {
     /// Unique name, used in logs and metrics (a bounded label, unlike the path).
     pub name: String,
+    /// The name again, shared cheaply with each request's access-log record.
+    pub label: Arc<str>,
     /// Which paths it takes.
     pub matcher: PathMatch,
     /// Allowed methods; `None` allows all.
@@ -379,6 +381,7 @@ fn build_route(
         return None;
     }
     Some(Route {
+        label: Arc::from(raw.name.as_str()),
         name: raw.name,
         matcher: matcher?,
         methods,

@@ -1,9 +1,10 @@
 //! Accepting connections: TLS handshake (with a deadline), HTTP/1.1 or HTTP/2 through
 //! hyper-util's auto builder, one task per connection, and graceful draining on shutdown.
 //!
-//! [`Server::bind`] binds every configured listener (port 0 works, for tests) and
-//! [`Server::run`] serves until the shutdown future completes, then stops accepting and
-//! lets in-flight requests finish within `server.shutdown_grace`.
+//! [`Server::bind`] binds every configured listener and the admin listener (port 0 works,
+//! for tests); [`Server::run`] serves until the shutdown future completes, then: `/readyz`
+//! turns 503, the listeners stop accepting, in-flight requests (streamed bodies included)
+//! finish within `server.shutdown_grace`, and it returns.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,52 +16,62 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{self, Health};
 use crate::app::App;
 use crate::body;
 use crate::config::{Config, ListenerConfig, TlsSetting};
+use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
+use crate::reload::Reloader;
 use crate::tls::{self, CertResolver};
 
 /// A bound listener, ready to accept.
 struct Bound {
     tcp: TcpListener,
     config: ListenerConfig,
-    tls: Option<(TlsAcceptor, Arc<CertResolver>)>,
+    tls: Option<TlsAcceptor>,
 }
 
-/// The gateway's listeners and request handler.
+/// The gateway's listeners, admin listener and request handler.
 pub struct Server {
     listeners: Vec<Bound>,
+    admin: Option<TcpListener>,
     app: App,
+    health: Arc<Health>,
+    reloader: Reloader,
+}
+
+async fn bind_addr(what: &str, address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {what} on {address}: {e}")))
 }
 
 impl Server {
-    /// Bind every listener of `config`.
+    /// Bind every listener of `config`, and the admin listener when enabled.
     pub async fn bind(config: Arc<Config>) -> std::io::Result<Server> {
         let mut listeners = Vec::new();
+        let mut resolvers = Vec::new();
         for l in &config.listeners {
-            let tcp = TcpListener::bind(l.address).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot bind listener {} on {}: {e}", l.name, l.address),
-                )
-            })?;
-            let tls = match &l.tls {
-                TlsSetting::Plaintext => None,
-                TlsSetting::Files { key, .. } => Some(key.clone()),
+            let tcp = bind_addr(&format!("listener {}", l.name), l.address).await?;
+            let (key, swappable) = match &l.tls {
+                TlsSetting::Plaintext => (None, false),
+                TlsSetting::Files { key, .. } => (Some(key.clone()), true),
                 TlsSetting::SelfSigned(s) => {
                     tracing::warn!(listener = %l.name, sha256 = %s.fingerprint, "serving a self-signed development certificate");
-                    Some(s.key.clone())
+                    (Some(s.key.clone()), false)
                 }
-            }
-            .map(|key| {
-                let resolver = CertResolver::new(key);
-                (TlsAcceptor::from(tls::server_config(resolver.clone())), resolver)
-            });
+            };
+            let resolver = key.map(CertResolver::new);
+            let tls = resolver
+                .as_ref()
+                .map(|r| TlsAcceptor::from(tls::server_config(r.clone())));
+            resolvers.push(resolver.filter(|_| swappable));
             tracing::info!(listener = %l.name, address = %tcp.local_addr()?, tls = tls.is_some(), "listening");
             listeners.push(Bound {
                 tcp,
@@ -68,9 +79,22 @@ impl Server {
                 tls,
             });
         }
+        let admin = match config.admin {
+            Some(address) => {
+                let tcp = bind_addr("admin listener", address).await?;
+                tracing::info!(address = %tcp.local_addr()?, "admin listening (/metrics, /healthz, /readyz)");
+                Some(tcp)
+            }
+            None => None,
+        };
+        let app = App::new(config, Metrics::new());
+        let reloader = Reloader::new(app.clone(), resolvers);
         Ok(Server {
             listeners,
-            app: crate::app::app(config),
+            admin,
+            app,
+            health: Arc::default(),
+            reloader,
         })
     }
 
@@ -82,18 +106,36 @@ impl Server {
             .collect()
     }
 
-    /// The request handler (to swap its config on reload).
+    /// The admin listener's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The request handler (its config and metrics).
     pub fn app(&self) -> App {
         self.app.clone()
     }
 
+    /// Reloads this server's configuration (SIGHUP, file watching, tests).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Serve until `shutdown` completes, then drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let config = self.app.config();
-        let settings = config.server.clone();
+        let settings = self.app.config().server.clone();
+        let metrics = self.app.metrics().clone();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut accept_tasks = Vec::new();
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin_task = self.admin.map(|tcp| {
+            tokio::spawn(admin::serve(
+                tcp,
+                metrics.clone(),
+                self.health.clone(),
+                admin_stop_rx,
+            ))
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -101,11 +143,18 @@ impl Server {
             .header_read_timeout(settings.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
+        let mut accept_tasks = Vec::new();
         for bound in self.listeners {
             let ctx = ConnContext {
                 app: self.app.clone(),
                 builder: builder.clone(),
                 handshake_timeout: settings.tls_handshake_timeout,
+                open: metrics
+                    .open_connections
+                    .with_label_values(&[&bound.config.name]),
+                handshake_failures: metrics
+                    .tls_handshake_failures
+                    .with_label_values(&[&bound.config.name]),
             };
             accept_tasks.push(tokio::spawn(accept_loop(
                 bound,
@@ -114,18 +163,24 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
+
         shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        tracing::info!(grace = ?settings.shutdown_grace, "shutting down: not ready, no new connections, draining in-flight requests");
+        self.health.start_draining();
         let _ = stop_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
         }
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections closed"),
             _ = tokio::time::sleep(settings.shutdown_grace) => {
-                tracing::warn!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections");
+                tracing::warn!("grace period over; closing the remaining connections");
             }
+        }
+        let _ = admin_stop_tx.send(true);
+        if let Some(t) = admin_task {
+            let _ = t.await;
         }
     }
 }
@@ -136,6 +191,10 @@ struct ConnContext {
     app: App,
     builder: Arc<auto::Builder<TokioExecutor>>,
     handshake_timeout: std::time::Duration,
+    /// `gateway_open_connections` of this listener.
+    open: IntGauge,
+    /// `gateway_tls_handshake_failures_total` of this listener.
+    handshake_failures: prometheus::IntCounter,
 }
 
 async fn accept_loop(
@@ -163,12 +222,14 @@ async fn accept_loop(
             tls: bound.tls.is_some(),
             trust_forwarded: bound.config.trust_forwarded_headers,
         };
-        let acceptor = bound.tls.as_ref().map(|(a, _)| a.clone());
+        let acceptor = bound.tls.clone();
         let ctx = ctx.clone();
         // Subscribe before spawning, so a shutdown signalled meanwhile is not missed.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            serve_connection(stream, acceptor, info, ctx, watcher).await;
+            ctx.open.inc();
+            serve_connection(stream, acceptor, info, &ctx, watcher).await;
+            ctx.open.dec();
         });
     }
 }
@@ -177,7 +238,7 @@ async fn serve_connection(
     stream: TcpStream,
     acceptor: Option<TlsAcceptor>,
     info: ConnInfo,
-    ctx: ConnContext,
+    ctx: &ConnContext,
     watcher: Watcher,
 ) {
     let app = ctx.app.clone();
@@ -191,24 +252,28 @@ async fn serve_connection(
     });
     let result = match acceptor {
         None => {
-            let conn = ctx.builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn).await
+            watcher
+                .watch(ctx.builder.serve_connection(TokioIo::new(stream), service))
+                .await
         }
         Some(acceptor) => {
             let tls =
                 match tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        ctx.handshake_failures.inc();
                         tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
                         return;
                     }
                     Err(_) => {
+                        ctx.handshake_failures.inc();
                         tracing::debug!(client = %info.remote, "tls handshake timed out");
                         return;
                     }
                 };
-            let conn = ctx.builder.serve_connection(TokioIo::new(tls), service);
-            watcher.watch(conn).await
+            watcher
+                .watch(ctx.builder.serve_connection(TokioIo::new(tls), service))
+                .await
         }
     };
     if let Err(e) = result {

@@ -44,6 +44,8 @@ pub struct Auth {
     pub subject_header: HeaderName,
     /// Header carrying the roles upstream.
     pub roles_header: HeaderName,
+    /// Files read to build this (users file, key files), watched for reloads.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// Build [`Auth`] from `auth:`, recording every problem.
@@ -109,6 +111,15 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         headers.as_ref().and_then(|h| h.roles.clone()),
         "x-auth-roles",
     );
+    let mut files: Vec<std::path::PathBuf> = raw
+        .keys
+        .iter()
+        .flat_map(|k| [&k.secret_file, &k.private_key_file, &k.public_key_file])
+        .flatten()
+        .chain(&raw.users_file)
+        .map(|f| crate::config::resolve_path(base_dir, f))
+        .collect();
+    files.dedup();
     let keys = KeySet::build(problems, base_dir, raw.keys);
     if raw.users.is_none() && raw.users_file.is_none() {
         problems.push("auth", "configure users (inline) or users_file");
@@ -142,6 +153,7 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         error_mode,
         subject_header,
         roles_header,
+        files,
     })
 }
 

@@ -30,6 +30,10 @@ pub struct Config {
     pub file: PathBuf,
     /// Process-wide settings.
     pub server: ServerSettings,
+    /// Address of the admin listener (metrics, health), if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Log line format (read at start; a reload does not change it).
+    pub log_format: LogFormat,
     /// Where to accept connections.
     pub listeners: Vec<ListenerConfig>,
     /// Upstreams by name, shared by the routes that use them.
@@ -52,6 +56,18 @@ pub struct ServerSettings {
     pub tls_handshake_timeout: Duration,
     /// Deadline for a client to send a complete request head (slowloris defence).
     pub header_read_timeout: Duration,
+    /// How often watched files are checked for changes; `None` turns watching off.
+    pub reload_interval: Option<Duration>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One listener.
@@ -290,6 +306,8 @@ pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut take = |key: &str| top.remove(key);
 
     let server = build_server(&mut problems, take("server"));
+    let admin = build_admin(&mut problems, take("admin"));
+    let log_format = build_log(&mut problems, take("log"));
     let listeners = build_listeners(&mut problems, &base_dir, take("listeners"));
     let upstreams = crate::proxy::build_upstreams(&mut problems, take("upstreams"));
     let auth_raw = take("auth");
@@ -311,6 +329,8 @@ pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let config = Config {
         file: path.to_path_buf(),
         server,
+        admin,
+        log_format,
         listeners,
         upstreams,
         routes,
@@ -324,6 +344,8 @@ fn unreachable_config() -> Config {
     Config {
         file: PathBuf::new(),
         server: build_server(&mut Problems::new(""), None),
+        admin: None,
+        log_format: LogFormat::Text,
         listeners: Vec::new(),
         upstreams: BTreeMap::new(),
         routes: RouteTable::default(),
@@ -375,6 +397,75 @@ fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings
             raw.header_read_timeout.as_deref(),
             Duration::from_secs(10),
         ),
+        reload_interval: Some(duration_or(
+            problems,
+            "server.reload_interval",
+            raw.reload_interval.as_deref(),
+            Duration::from_secs(2),
+        ))
+        .filter(|d| !d.is_zero()),
+    }
+}
+
+fn build_admin(problems: &mut Problems, value: Option<Value>) -> Option<SocketAddr> {
+    let raw: raw::RawAdmin = match value {
+        None | Some(Value::Null) => raw::RawAdmin::default(),
+        Some(v) => problems.parse("admin", v)?,
+    };
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    let address = raw.address.unwrap_or_else(|| "127.0.0.1:9901".to_owned());
+    match address.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(
+                "admin.address",
+                format!("invalid address {address:?} (expected IP:port)"),
+            );
+            None
+        }
+    }
+}
+
+fn build_log(problems: &mut Problems, value: Option<Value>) -> LogFormat {
+    let raw: raw::RawLog = match value {
+        None | Some(Value::Null) => raw::RawLog::default(),
+        Some(v) => problems.parse("log", v).unwrap_or_default(),
+    };
+    match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            problems.push(
+                "log.format",
+                format!("unknown value {other:?} (expected text or json)"),
+            );
+            LogFormat::Text
+        }
+    }
+}
+
+impl Config {
+    /// Every file this configuration was built from; a change to any of them triggers a
+    /// reload when watching is on.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.file.clone()];
+        for l in &self.listeners {
+            if let TlsSetting::Files {
+                cert_file,
+                key_file,
+                ..
+            } = &l.tls
+            {
+                files.push(cert_file.clone());
+                files.push(key_file.clone());
+            }
+        }
+        if let Some(auth) = &self.auth {
+            files.extend(auth.files.iter().cloned());
+        }
+        files
     }
 }
 

@@ -9,7 +9,33 @@ use serde::Deserialize;
 
 /// The top-level keys of `gateway.yaml`; each section is deserialized on its own so that
 /// problems in several sections are all reported in one run.
-pub const TOP_LEVEL_KEYS: &[&str] = &["server", "listeners", "upstreams", "routes", "auth"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "log",
+    "listeners",
+    "upstreams",
+    "routes",
+    "auth",
+];
+
+/// `admin:` — the plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `IP:port` (default `127.0.0.1:9901`).
+    pub address: Option<String>,
+    /// Set false to run without the admin listener.
+    pub enabled: Option<bool>,
+}
+
+/// `log:` — how log lines are written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+}
 
 /// `server:` settings that apply to the whole process.
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +49,9 @@ pub struct RawServer {
     pub tls_handshake_timeout: Option<String>,
     /// How long a client may take to send the request head, e.g. `10s`.
     pub header_read_timeout: Option<String>,
+    /// How often the config, users, key and certificate files are checked for changes
+    /// (default `2s`; `0s` turns watching off, SIGHUP still reloads).
+    pub reload_interval: Option<String>,
 }
 
 /// One entry of `listeners:`.
