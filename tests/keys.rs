@@ -37,6 +37,7 @@ fn write_keys(dir: &Path, name: &str, algorithm: &str) {
 fn config(upstream: &str, dir: &Path, keys: &str) -> String {
     format!(
         r#"
+admin: {{ enabled: false }}
 listeners: [{{ address: "127.0.0.1:0", tls: {{ self_signed: true }} }}]
 upstreams: {{ properties: {{ url: "{upstream}" }} }}
 auth:

@@ -92,6 +92,8 @@ fn upstream_binary() -> PathBuf {
 pub fn config_yaml(upstream: &str) -> String {
     format!(
         r#"
+admin:
+  address: 127.0.0.1:0
 listeners:
   - name: test
     address: 127.0.0.1:0
@@ -163,6 +165,14 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// PEM of the self-signed certificate, for clients to trust.
     pub cert_pem: String,
+    /// The admin listener's address, when the config enables it.
+    pub admin: Option<SocketAddr>,
+    /// The request handler (current config, metrics).
+    pub app: gateway::App,
+    /// Reloads the running configuration.
+    pub reloader: gateway::reload::Reloader,
+    /// The config file the gateway was started from (rewrite it, then reload).
+    pub config_path: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -171,6 +181,8 @@ pub struct Gateway {
 impl Gateway {
     /// Start a gateway from YAML (written to a temp dir, so relative paths resolve there).
     pub async fn start(yaml: &str) -> Gateway {
+        // reqwest's plain clients (admin endpoints) need a process-wide rustls provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).expect("write config");
@@ -182,6 +194,9 @@ impl Gateway {
         };
         let server = Server::bind(config.clone()).await.expect("bind");
         let addr = server.local_addrs()[0];
+        let admin = server.admin_addr();
+        let app = server.app();
+        let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -190,6 +205,10 @@ impl Gateway {
             addr,
             config,
             cert_pem,
+            admin,
+            app,
+            reloader,
+            config_path: path,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -252,6 +271,46 @@ impl Gateway {
             .as_str()
             .expect("access_token")
             .to_owned()
+    }
+
+    /// `http://admin{path}` (panics when the admin listener is off).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.admin.expect("admin listener enabled")
+        )
+    }
+
+    /// The current value of one sample of `/metrics`, e.g.
+    /// `gateway_requests_total{method="GET",route="health",status_class="2xx"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0.0, |v| v.trim().parse().expect("sample value"))
+    }
+
+    /// Signal shutdown without waiting (to test draining).
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait for the server task to finish (after `signal_shutdown`).
+    pub async fn wait_stopped(&mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Signal shutdown and wait for the server to drain.
