@@ -291,7 +291,7 @@ async fn twenty_reloads_under_load_lose_no_request() {
                 .expect_err("invalid config accepted");
             assert!(
                 err.to_string()
-                    .contains(&format!("routes[0].upstream: unknown upstream \"nowhere\"")),
+                    .contains("routes[0].upstream: unknown upstream \"nowhere\""),
                 "{err}"
             );
         } else {
