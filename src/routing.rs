@@ -416,7 +416,8 @@ mod tests {
         let ok = |p: &str| normalize_path(p).unwrap();
         assert_eq!(ok("/"), "/");
         assert_eq!(ok("//properties"), "/properties");
-        assert_eq!(ok("/users/login/../properties"), "/properties");
+        assert_eq!(ok("/users/login/../properties"), "/users/properties");
+        assert_eq!(ok("/users/login/../../properties"), "/properties");
         assert_eq!(ok("/a/./b/"), "/a/b/");
         assert_eq!(ok("/%70roperties"), "/properties");
         assert_eq!(ok("/a/%2e%2e/b"), "/b");

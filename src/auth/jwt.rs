@@ -435,25 +435,26 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
     })
 }
 
-/// Read an integer NumericDate claim the way PyJWT does.
+/// Read a NumericDate claim the way PyJWT does (`int(value)`: fractions are truncated).
 fn numeric_claim(
     claims: &Map<String, Value>,
     name: &str,
     label: &str,
 ) -> Result<Option<i64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) => Ok(Some(v)),
-            None => Err(unprocessable(
-                format!("{label} claim ({name}) must be an integer."),
-                "malformed",
-            )),
-        },
-        Some(_) => Err(unprocessable(
+    let not_integer = || {
+        unprocessable(
             format!("{label} claim ({name}) must be an integer."),
             "malformed",
-        )),
+        )
+    };
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(f)) if f.is_finite() && f.abs() < 9.0e15 => Ok(Some(f.trunc() as i64)),
+            _ => Err(not_integer()),
+        },
+        Some(_) => Err(not_integer()),
     }
 }
 
@@ -464,7 +465,9 @@ fn missing(name: &str) -> TokenError {
     )
 }
 
-/// Check the registered claims (PyJWT's order), then Flask-JWT-Extended's own checks.
+/// Check the registered claims in PyJWT's order (iat, nbf, exp, iss, aud, sub, jti), then
+/// Flask-JWT-Extended's own checks. Like Flask-JWT-Extended, which decodes an expired
+/// token a second time ignoring expiry, a problem with a later claim wins over "expired".
 fn validate_claims(
     claims: Map<String, Value>,
     rules: &TokenRules,
@@ -472,12 +475,9 @@ fn validate_claims(
 ) -> Result<Identity, TokenError> {
     let now = now as i64;
     let leeway = rules.leeway_secs as i64;
-    let exp = numeric_claim(&claims, "exp", "Expiration Time")?.ok_or_else(|| missing("exp"))?;
-    if rules.issuer.is_some() && !claims.contains_key("iss") {
-        return Err(missing("iss"));
-    }
-    if rules.audience.is_some() && !claims.contains_key("aud") {
-        return Err(missing("aud"));
+    // The gateway requires exp; PyJWT would only if told to.
+    if !claims.contains_key("exp") {
+        return Err(missing("exp"));
     }
     if let Some(iat) = numeric_claim(&claims, "iat", "Issued At")? {
         if iat > now + leeway {
@@ -495,26 +495,31 @@ fn validate_claims(
             ));
         }
     }
-    if exp <= now - leeway {
-        return Err(token_error(
-            StatusCode::UNAUTHORIZED,
-            "Token has expired",
-            "expired",
-        ));
-    }
-    if let Some(aud) = &rules.audience {
-        let ok = match claims.get("aud") {
-            Some(Value::String(s)) => s == aud,
-            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(aud)),
-            _ => return Err(unprocessable("Invalid claim format in token", "malformed")),
-        };
-        if !ok {
-            return Err(unprocessable("Audience doesn't match", "bad_audience"));
+    let exp = numeric_claim(&claims, "exp", "Expiration Time")?.ok_or_else(|| missing("exp"))?;
+    let expired = exp <= now - leeway;
+    if let Some(iss) = &rules.issuer {
+        match claims.get("iss") {
+            None => return Err(missing("iss")),
+            Some(v) if v.as_str() != Some(iss.as_str()) => {
+                return Err(unprocessable("Invalid issuer", "bad_issuer"))
+            }
+            Some(_) => {}
         }
     }
-    if let Some(iss) = &rules.issuer {
-        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
-            return Err(unprocessable("Invalid issuer", "bad_issuer"));
+    if let Some(aud) = &rules.audience {
+        let audiences: Vec<&Value> = match claims.get("aud") {
+            None | Some(Value::Null) => return Err(missing("aud")),
+            Some(Value::String(s)) if s.is_empty() => return Err(missing("aud")),
+            Some(Value::Array(list)) if list.is_empty() => return Err(missing("aud")),
+            Some(v @ Value::String(_)) => vec![v],
+            Some(Value::Array(list)) => list.iter().collect(),
+            Some(_) => return Err(unprocessable("Invalid claim format in token", "malformed")),
+        };
+        if audiences.iter().any(|v| !v.is_string()) {
+            return Err(unprocessable("Invalid claim format in token", "malformed"));
+        }
+        if !audiences.iter().any(|v| v.as_str() == Some(aud.as_str())) {
+            return Err(unprocessable("Audience doesn't match", "bad_audience"));
         }
     }
     let sub = match claims.get("sub") {
@@ -522,10 +527,15 @@ fn validate_claims(
         Some(_) => return Err(unprocessable("Subject must be a string", "malformed")),
         None => return Err(unprocessable("Missing claim: sub", "malformed")),
     };
-    if let Some(jti) = claims.get("jti") {
-        if !jti.is_string() {
-            return Err(unprocessable("JWT ID must be a string", "malformed"));
-        }
+    if claims.get("jti").is_some_and(|j| !j.is_string()) {
+        return Err(unprocessable("JWT ID must be a string", "malformed"));
+    }
+    if expired {
+        return Err(token_error(
+            StatusCode::UNAUTHORIZED,
+            "Token has expired",
+            "expired",
+        ));
     }
     match claims.get("type") {
         None => {}
