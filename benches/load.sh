@@ -68,3 +68,13 @@ wait_port 18080; wait_port 18443
 token="$(./target/release/gateway token --config "$tmp/gateway.yaml" --sub bench@example.com --ttl 1h)"
 run_wrk "gateway, HS256, plain HTTP" -H "Authorization: Bearer $token" "http://127.0.0.1:18080/properties/1"
 run_wrk "gateway, HS256, TLS" -H "Authorization: Bearer $token" "https://127.0.0.1:18443/properties/1"
+
+# (c) proxied requests while a login flood (200 connections of wrong-password logins)
+#     keeps the password hashing pool saturated.
+CONNECTIONS=16 run_wrk "gateway, HS256, TLS, 16 conns" -H "Authorization: Bearer $token" "https://127.0.0.1:18443/properties/1"
+taskset -c 1 wrk -t1 -c200 -d"$((DURATION + 2))s" -s benches/login-flood.lua "https://127.0.0.1:18443/users/login" >"$tmp/flood.out" &
+flood=$!
+sleep 1
+CONNECTIONS=16 run_wrk "  ... during a login flood" -H "Authorization: Bearer $token" "https://127.0.0.1:18443/properties/1"
+wait "$flood" || true
+printf '| %-28s | %10s | %8s | %8s | %6s |\n' "  (the flood: logins/s)" "$(awk '/Requests\/sec/ {print $2}' "$tmp/flood.out")" "" "" ""
