@@ -19,11 +19,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-start_upstream() { # $1 = cpu; prints the address
+start_upstream() { # $1 = cpu; sets $addr and $upstream_pid
+  : >"$tmp/upstream.out"
   taskset -c "$1" ./target/release/upstream-example --listen 127.0.0.1:0 >"$tmp/upstream.out" &
-  pids+=($!)
+  upstream_pid=$!
+  pids+=("$upstream_pid")
   for _ in $(seq 100); do [[ -s "$tmp/upstream.out" ]] && break; sleep 0.05; done
-  sed -n 's#listening on http://##p' "$tmp/upstream.out"
+  addr="$(sed -n 's#listening on http://##p' "$tmp/upstream.out")"
 }
 
 wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
@@ -44,12 +46,12 @@ echo "| path                         | requests/s |      p50 |      p99 | non-2x
 echo "|------------------------------|-----------:|---------:|---------:|-------:|"
 
 # (a) direct to the upstream, upstream alone on CPU 0.
-addr="$(start_upstream 0)"
+start_upstream 0
 run_wrk "direct to upstream" "http://$addr/properties/1"
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+kill "$upstream_pid"; wait "$upstream_pid" 2>/dev/null || true
 
 # (b) through the gateway: gateway on CPU 0 (1 worker), upstream on CPU 1.
-addr="$(start_upstream 1)"
+start_upstream 1
 cat >"$tmp/gateway.yaml" <<YAML
 server: { workers: 1 }
 listeners:
