@@ -23,7 +23,8 @@ use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 
-use crate::auth;
+use crate::auth::jwt::TokenType;
+use crate::auth::{self, session, Auth, JWKS_PATH, MAX_REFRESH_TTL_SECS};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{ErrorMode, GatewayError};
@@ -31,17 +32,22 @@ use crate::headers::X_REQUEST_ID;
 use crate::metrics::{method_label, status_class, Metrics};
 use crate::proxy::{self, ConnInfo};
 use crate::routing::{self, AuthMode};
+use crate::store::Store;
 
 /// The gateway's request handler. Cheap to clone; clones share the current config.
 #[derive(Clone)]
 pub struct App {
     config: Arc<ArcSwap<Config>>,
     metrics: Metrics,
+    store: Arc<Store>,
 }
 
-/// Build the request handler for a configuration, with its own metrics registry.
+/// Build the request handler for a configuration, with its own metrics registry and an
+/// in-memory state store.
 pub fn app(config: Arc<Config>) -> App {
-    App::new(config, Metrics::new())
+    let metrics = Metrics::new();
+    let store = Arc::new(Store::memory(metrics.clone(), MAX_REFRESH_TTL_SECS as i64));
+    App::new(config, metrics, store)
 }
 
 /// What the access log and metrics learn while a request is handled.
@@ -62,11 +68,17 @@ const LOGIN_ROUTE: &str = "login";
 
 impl App {
     /// A handler for `config` reporting into `metrics`.
-    pub fn new(config: Arc<Config>, metrics: Metrics) -> App {
+    pub fn new(config: Arc<Config>, metrics: Metrics, store: Arc<Store>) -> App {
         App {
             config: Arc::new(ArcSwap::new(config)),
             metrics,
+            store,
         }
+    }
+
+    /// The token state store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// The configuration new requests use.
@@ -97,7 +109,7 @@ impl App {
         let client = request.extensions().get::<ConnInfo>().map(|c| c.remote);
 
         let mut outcome = Outcome::default();
-        let result = route(&config, &self.metrics, request, &mut outcome).await;
+        let result = route(&config, &self.metrics, &self.store, request, &mut outcome).await;
         let mut response = match result {
             Ok(r) => r,
             Err(e) => {
@@ -180,21 +192,14 @@ fn request_id(request: &Request<Body>) -> HeaderValue {
 async fn route(
     config: &Config,
     metrics: &Metrics,
+    store: &Store,
     request: Request<Body>,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
     let path = routing::normalize_path(request.uri().path())?;
     let auth = config.auth.as_deref();
-    if let Some(auth) = auth.filter(|a| a.login_path == path) {
-        outcome.route = Some(Arc::from(LOGIN_ROUTE));
-        if request.method() != Method::POST {
-            return Err(GatewayError::MethodNotAllowed {
-                allow: "POST".into(),
-            });
-        }
-        let response = auth::login::handle(auth, request).await?;
-        metrics.login_attempts.with_label_values(&["success"]).inc();
-        return Ok(response);
+    if let Some(auth) = auth.filter(|a| a.is_local_path(&path)) {
+        return local(auth, metrics, store, request, &path, outcome).await;
     }
     let route = config.routes.resolve(request.method(), &path)?;
     outcome.route = Some(route.label.clone());
@@ -205,6 +210,7 @@ async fn route(
                 .authenticate(request.headers())
                 .map_err(GatewayError::Token)?;
             outcome.subject = Some(identity.sub.clone());
+            session::check_revocation(store, metrics, &identity, TokenType::Access)?;
             route.require.check(&identity)?;
             Some(identity)
         }
@@ -218,6 +224,56 @@ async fn route(
     let response = proxy::forward(route, &path, identity.as_ref(), auth, metrics, request).await?;
     outcome.upstream_status = Some(response.status().as_u16());
     Ok(response)
+}
+
+/// The endpoints the gateway answers itself: login, refresh, logout and the JWK set.
+async fn local(
+    auth: &Auth,
+    metrics: &Metrics,
+    store: &Store,
+    request: Request<Body>,
+    path: &str,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    let (label, allowed) = if path == auth.login_path {
+        (LOGIN_ROUTE, Method::POST)
+    } else if path == auth.logout_path {
+        ("logout", Method::POST)
+    } else if path == JWKS_PATH {
+        ("jwks", Method::GET)
+    } else {
+        ("refresh", Method::POST)
+    };
+    outcome.route = Some(Arc::from(label));
+    let head_ok = allowed == Method::GET && request.method() == Method::HEAD;
+    if request.method() != allowed && !head_ok {
+        return Err(GatewayError::MethodNotAllowed {
+            allow: allowed.to_string(),
+        });
+    }
+    match label {
+        LOGIN_ROUTE => {
+            let response = auth::login::handle(auth, store, metrics, request).await?;
+            metrics.login_attempts.with_label_values(&["success"]).inc();
+            Ok(response)
+        }
+        "logout" => session::logout(auth, store, metrics, request).await,
+        "refresh" => session::refresh(auth, store, metrics, request.headers()).await,
+        _ => {
+            let body = auth.jwks.clone().unwrap_or_default();
+            let mut response = Response::new(crate::body::full(body));
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            Ok(response)
+        }
+    }
 }
 
 impl tower::Service<Request<Body>> for App {

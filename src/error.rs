@@ -6,7 +6,7 @@
 //! Flask-JWT-Extended's `{"msg": ...}` shape.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -79,6 +79,15 @@ pub enum GatewayError {
     /// The upstream did not answer within the route's timeout.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Too many failed logins for this account or address.
+    #[error("too many failed login attempts")]
+    TooManyRequests {
+        /// Seconds until the limit resets (`Retry-After`).
+        retry_after: u64,
+    },
+    /// The shared state store is unreachable and the fail mode is fail_closed.
+    #[error("state store unavailable")]
+    StoreUnavailable,
     /// A bug or resource failure inside the gateway; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +107,8 @@ impl GatewayError {
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::TooManyRequests { .. } => "rate_limited",
+            GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Internal(_) => "internal",
         }
     }
@@ -135,6 +146,14 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => {
                 (StatusCode::GATEWAY_TIMEOUT, "Upstream timed out".to_owned())
             }
+            GatewayError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed login attempts, try again later".to_owned(),
+            ),
+            GatewayError::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Token state store unavailable, try again later".to_owned(),
+            ),
             GatewayError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal server error".to_owned(),
@@ -146,6 +165,9 @@ impl GatewayError {
             if let Ok(v) = HeaderValue::from_str(allow) {
                 headers.insert(ALLOW, v);
             }
+        }
+        if let GatewayError::TooManyRequests { retry_after } = &self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, www_authenticate(&self));

@@ -14,6 +14,7 @@
 //! | [`app`] | the request path as one service: request id → path → login/route → auth → proxy |
 //! | [`routing`] | path normalization and the prepared route table |
 //! | [`auth`] | user store, login handler, JWT issue/verify, per-route policy |
+//! | [`store`] | revocations, refresh families, login counters: memory or Redis, with a local view |
 //! | [`proxy`] | upstreams, pooled client, forwarding |
 //! | [`headers`] | hop-by-hop stripping and `X-Forwarded-*` |
 //! | [`metrics`] | the Prometheus registry and metric handles |
@@ -46,6 +47,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use app::{app, App};

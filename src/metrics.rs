@@ -32,12 +32,20 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// Failed or timed-out TLS handshakes, by listener.
     pub tls_handshake_failures: IntCounterVec,
-    /// Upstream failures by upstream and kind (`unavailable`, `timeout`).
+    /// Upstream failures by upstream and kind (`connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
     /// Configuration reloads by outcome (`success`, `failure`).
     pub config_reloads: IntCounterVec,
     /// Always 1, labelled with the version.
     pub build_info: IntGauge,
+    /// Uses of the state store while it was unreachable, by operation and fail mode.
+    pub store_unavailable: IntCounterVec,
+    /// 1 while the shared (Redis) state store is connected and synchronized.
+    pub store_connected: IntGauge,
+    /// Revoked tokens presented, by kind of token.
+    pub revoked_tokens: IntCounterVec,
+    /// Logins refused by the brute-force limits, by limit (`account`, `address`).
+    pub login_limited: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +101,34 @@ impl Metrics {
             .register(Box::new(build_info.clone()))
             .expect("unique metric");
         build_info.set(1);
+        let store_connected = IntGauge::new(
+            "gateway_store_connected",
+            "1 while the shared state store is connected and synchronized.",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(store_connected.clone()))
+            .expect("unique metric");
         Metrics {
+            store_unavailable: counter(
+                &registry,
+                "gateway_store_unavailable_total",
+                "Uses of the state store while it was unreachable, by operation and mode.",
+                &["operation", "mode"],
+            ),
+            store_connected,
+            revoked_tokens: counter(
+                &registry,
+                "gateway_revoked_tokens_total",
+                "Revoked tokens presented, by token type.",
+                &["type"],
+            ),
+            login_limited: counter(
+                &registry,
+                "gateway_login_limited_total",
+                "Logins refused by brute-force limits, by limit.",
+                &["limit"],
+            ),
             requests: counter(
                 &registry,
                 "gateway_requests_total",

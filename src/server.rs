@@ -21,13 +21,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{self, Health};
+use crate::admin::{self, AdminContext, Health};
 use crate::app::App;
+use crate::auth::MAX_REFRESH_TTL_SECS;
 use crate::body;
 use crate::config::{Config, ListenerConfig, TlsSetting};
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::reload::Reloader;
+use crate::store::Store;
 use crate::tls::{self, CertResolver};
 
 /// A bound listener, ready to accept.
@@ -79,15 +81,18 @@ impl Server {
                 tls,
             });
         }
-        let admin = match config.admin {
-            Some(address) => {
-                let tcp = bind_addr("admin listener", address).await?;
+        let admin = match &config.admin {
+            Some(settings) => {
+                let tcp = bind_addr("admin listener", settings.address).await?;
                 tracing::info!(address = %tcp.local_addr()?, "admin listening (/metrics, /healthz, /readyz)");
                 Some(tcp)
             }
             None => None,
         };
-        let app = App::new(config, Metrics::new());
+        let metrics = Metrics::new();
+        let store = Store::open(&config.store, metrics.clone(), MAX_REFRESH_TTL_SECS as i64)
+            .map_err(|e| std::io::Error::other(format!("store: {e}")))?;
+        let app = App::new(config, metrics, Arc::new(store));
         let reloader = Reloader::new(app.clone(), resolvers);
         Ok(Server {
             listeners,
@@ -128,14 +133,15 @@ impl Server {
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-        let admin_task = self.admin.map(|tcp| {
-            tokio::spawn(admin::serve(
-                tcp,
-                metrics.clone(),
-                self.health.clone(),
-                admin_stop_rx,
-            ))
-        });
+        let admin_ctx = AdminContext {
+            metrics: metrics.clone(),
+            health: self.health.clone(),
+            store: self.app.store().clone(),
+            app: self.app.clone(),
+        };
+        let admin_task = self
+            .admin
+            .map(|tcp| tokio::spawn(admin::serve(tcp, admin_ctx, admin_stop_rx)));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

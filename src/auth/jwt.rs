@@ -20,7 +20,7 @@ use crate::error::TokenError;
 
 /// Claims the gateway sets itself; user-configured claims may not use these names.
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "sub", "iat", "nbf", "exp", "jti", "type", "fresh", "iss", "aud", "roles",
+    "sub", "iat", "nbf", "exp", "jti", "type", "fresh", "iss", "aud", "roles", "fam",
 ];
 
 /// One configured key.
@@ -31,6 +31,8 @@ pub struct Key {
     pub algorithm: Algorithm,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
+    /// The public key PEM (asymmetric keys), for the JWK set.
+    public_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Key {
@@ -65,15 +67,54 @@ pub struct TokenRules {
     pub leeway_secs: u64,
 }
 
-/// A verified access token's identity.
+/// The two kinds of token, by their `type` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    /// Presented on every protected route.
+    Access,
+    /// Presented only to the refresh endpoint.
+    Refresh,
+}
+
+impl TokenType {
+    /// The `type` claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Access => "access",
+            TokenType::Refresh => "refresh",
+        }
+    }
+}
+
+/// A verified token's identity.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// `sub`: who the token was issued to.
     pub sub: String,
     /// `roles`, when present.
     pub roles: Vec<String>,
+    /// `jti`, when present (revocation targets it).
+    pub jti: Option<String>,
+    /// `iat`, when present (subject revocations compare it).
+    pub iat: Option<i64>,
+    /// `exp` (revocations of this token can be forgotten after it).
+    pub exp: i64,
+    /// `fam`: the refresh family the token belongs to, if any.
+    pub family: Option<String>,
     /// All claims, for policies.
     pub claims: Map<String, Value>,
+}
+
+impl Identity {
+    /// The identifiers revocation can target.
+    pub fn ids(&self) -> crate::store::TokenIds<'_> {
+        crate::store::TokenIds {
+            jti: self.jti.as_deref(),
+            family: self.family.as_deref(),
+            subject: &self.sub,
+            issued_at: self.iat,
+        }
+    }
 }
 
 fn token_error(status: StatusCode, msg: impl Into<String>, reason: &'static str) -> TokenError {
@@ -163,10 +204,25 @@ impl KeySet {
                 algorithm: Algorithm::HS256,
                 decoding: DecodingKey::from_secret(secret),
                 encoding: Some(EncodingKey::from_secret(secret)),
+                public_pem: None,
             }],
             signer: Some(0),
             allowed: vec![Algorithm::HS256],
         }
+    }
+
+    /// The JWK set of the asymmetric keys, serialized; `None` when there are none.
+    pub fn jwks(&self, problems: &mut Problems) -> Option<bytes::Bytes> {
+        let mut keys = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let Some(pem) = &k.public_pem else { continue };
+            match super::jwks::public_jwk(k.algorithm, k.kid.as_deref(), pem) {
+                Ok(jwk) => keys.push(jwk),
+                Err(e) => problems.push(format!("auth.keys[{i}].public_key_file"), e),
+            }
+        }
+        (!keys.is_empty())
+            .then(|| bytes::Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
     }
 
     /// Whether a key can sign (login needs one).
@@ -196,6 +252,7 @@ impl KeySet {
         token: &str,
         rules: &TokenRules,
         now: u64,
+        expect: TokenType,
     ) -> Result<Identity, TokenError> {
         // Layout, as PyJWT splits it: header.payload.signature, payload may not contain '.'.
         let (signing_input, signature) = token
@@ -295,7 +352,7 @@ impl KeySet {
                 ))
             }
         };
-        validate_claims(claims, rules, now)
+        validate_claims(claims, rules, now, expect)
     }
 }
 
@@ -374,6 +431,7 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
             algorithm,
             decoding: DecodingKey::from_secret(&secret),
             encoding: Some(EncodingKey::from_secret(&secret)),
+            public_pem: None,
         });
     }
     if rk.secret.is_some() || rk.secret_file.is_some() {
@@ -432,6 +490,7 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
         algorithm,
         decoding,
         encoding,
+        public_pem: Some(public),
     })
 }
 
@@ -472,6 +531,7 @@ fn validate_claims(
     claims: Map<String, Value>,
     rules: &TokenRules,
     now: u64,
+    expect: TokenType,
 ) -> Result<Identity, TokenError> {
     let now = now as i64;
     let leeway = rules.leeway_secs as i64;
@@ -537,18 +597,25 @@ fn validate_claims(
             "expired",
         ));
     }
-    match claims.get("type") {
-        None => {}
-        Some(Value::String(t)) if t == "access" => {}
-        Some(Value::String(t)) if t == "refresh" => {
+    // Flask-JWT-Extended reads a missing `type` as an access token.
+    let token_type = claims.get("type").map_or(Some("access"), Value::as_str);
+    match (expect, token_type) {
+        (TokenType::Access, Some("access")) | (TokenType::Refresh, Some("refresh")) => {}
+        (TokenType::Access, Some("refresh")) => {
             return Err(unprocessable(
                 "Only non-refresh tokens are allowed",
                 "wrong_token_type",
             ))
         }
-        Some(_) => {
+        (TokenType::Access, _) => {
             return Err(unprocessable(
                 "Only access tokens are allowed",
+                "wrong_token_type",
+            ))
+        }
+        (TokenType::Refresh, _) => {
+            return Err(unprocessable(
+                "Only refresh tokens are allowed",
                 "wrong_token_type",
             ))
         }
@@ -562,11 +629,73 @@ fn validate_claims(
             .collect(),
         Some(_) => return Err(unprocessable("Invalid roles claim", "malformed")),
     };
-    Ok(Identity { sub, roles, claims })
+    let string_claim = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    Ok(Identity {
+        jti: string_claim("jti"),
+        family: string_claim("fam"),
+        iat: numeric_claim(&claims, "iat", "Issued At")?,
+        exp,
+        sub,
+        roles,
+        claims,
+    })
 }
 
-/// The claims of a new access token in Flask-JWT-Extended's shape and order
-/// (`fresh, iat, jti, type, sub, nbf, exp`), then `iss`/`aud`, `roles` and user claims.
+/// What a new token is for and whom.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    /// Access or refresh.
+    pub token_type: TokenType,
+    /// `sub`.
+    pub sub: &'a str,
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+    /// The refresh family (`fam`), when refresh tokens are on.
+    pub family: Option<&'a str>,
+    /// `roles` (access tokens only).
+    pub roles: &'a [String],
+    /// Extra claims of the user (access tokens only).
+    pub extra: &'a BTreeMap<String, Value>,
+}
+
+/// The claims of a new token in Flask-JWT-Extended's shape and order
+/// (`fresh, iat, jti, type, sub, nbf, exp`), then `iss`/`aud`, `fam`, `roles` and the
+/// user's claims. Returns the claims and the new `jti`.
+pub fn token_claims(
+    spec: &NewToken<'_>,
+    rules: &TokenRules,
+    now: u64,
+) -> (Map<String, Value>, String) {
+    let jti = uuid::Uuid::new_v4().to_string();
+    let mut claims = Map::new();
+    claims.insert("fresh".into(), Value::Bool(false));
+    claims.insert("iat".into(), now.into());
+    claims.insert("jti".into(), jti.clone().into());
+    claims.insert("type".into(), spec.token_type.as_str().into());
+    claims.insert("sub".into(), spec.sub.into());
+    claims.insert("nbf".into(), now.into());
+    claims.insert("exp".into(), (now + spec.ttl_secs).into());
+    if let Some(iss) = &rules.issuer {
+        claims.insert("iss".into(), iss.clone().into());
+    }
+    if let Some(aud) = &rules.audience {
+        claims.insert("aud".into(), aud.clone().into());
+    }
+    if let Some(family) = spec.family {
+        claims.insert("fam".into(), family.into());
+    }
+    if spec.token_type == TokenType::Access {
+        if !spec.roles.is_empty() {
+            claims.insert("roles".into(), spec.roles.to_vec().into());
+        }
+        for (k, v) in spec.extra {
+            claims.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    (claims, jti)
+}
+
+/// The claims of a new access token (no refresh family): see [`token_claims`].
 pub fn access_claims(
     sub: &str,
     roles: &[String],
@@ -574,27 +703,15 @@ pub fn access_claims(
     rules: &TokenRules,
     now: u64,
 ) -> Map<String, Value> {
-    let mut claims = Map::new();
-    claims.insert("fresh".into(), Value::Bool(false));
-    claims.insert("iat".into(), now.into());
-    claims.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
-    claims.insert("type".into(), "access".into());
-    claims.insert("sub".into(), sub.into());
-    claims.insert("nbf".into(), now.into());
-    claims.insert("exp".into(), (now + rules.ttl_secs).into());
-    if let Some(iss) = &rules.issuer {
-        claims.insert("iss".into(), iss.clone().into());
-    }
-    if let Some(aud) = &rules.audience {
-        claims.insert("aud".into(), aud.clone().into());
-    }
-    if !roles.is_empty() {
-        claims.insert("roles".into(), roles.to_vec().into());
-    }
-    for (k, v) in extra {
-        claims.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    claims
+    let spec = NewToken {
+        token_type: TokenType::Access,
+        sub,
+        ttl_secs: rules.ttl_secs,
+        family: None,
+        roles,
+        extra,
+    };
+    token_claims(&spec, rules, now).0
 }
 
 /// Seconds since the Unix epoch.
@@ -641,7 +758,9 @@ mod tests {
         let now = now();
         let claims = access_claims("a@b.c", &["admin".into()], &BTreeMap::new(), &rules(), now);
         let token = keys.sign(&claims).unwrap();
-        let id = keys.verify(&token, &rules(), now).unwrap();
+        let id = keys
+            .verify(&token, &rules(), now, TokenType::Access)
+            .unwrap();
         assert_eq!(id.sub, "a@b.c");
         assert_eq!(id.roles, vec!["admin".to_owned()]);
     }
@@ -649,7 +768,11 @@ mod tests {
     #[test]
     fn failures_have_pyjwt_messages() {
         let keys = KeySet::hmac(SECRET, None);
-        let msg = |t: &str| keys.verify(t, &rules(), 1000).unwrap_err().msg;
+        let msg = |t: &str| {
+            keys.verify(t, &rules(), 1000, TokenType::Access)
+                .unwrap_err()
+                .msg
+        };
         assert_eq!(msg("abc"), "Not enough segments");
         assert_eq!(msg("a.b"), "Not enough segments");
         let expired = sign_raw(

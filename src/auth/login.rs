@@ -10,10 +10,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::jwt::{access_claims, now};
-use super::Auth;
+use super::{session, Auth};
 use crate::body::Body;
 use crate::error::{json_response, GatewayError};
+use crate::metrics::Metrics;
+use crate::proxy::ConnInfo;
+use crate::store::Store;
 
 /// Largest login body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -68,43 +70,53 @@ fn string_field<'a>(
     }
 }
 
-/// Handle a login request.
-pub async fn handle(auth: &Auth, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+/// Check the content type, read the (small) body, and parse it as a JSON object.
+pub async fn read_json_body(
+    request: Request<Body>,
+) -> Result<serde_json::Map<String, Value>, GatewayError> {
     if !is_json(request.headers().get(CONTENT_TYPE)) {
         return Err(GatewayError::UnsupportedMediaType(
             "Content-Type must be application/json".into(),
         ));
     }
     let bytes = read_body(request.into_body()).await?;
-    let body = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(GatewayError::BadRequest(
-                "Request body must be a JSON object".into(),
-            ))
-        }
-        Err(_) => {
-            return Err(GatewayError::BadRequest(
-                "Request body is not valid JSON".into(),
-            ))
-        }
-    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(GatewayError::BadRequest(
+            "Request body must be a JSON object".into(),
+        )),
+        Err(_) => Err(GatewayError::BadRequest(
+            "Request body is not valid JSON".into(),
+        )),
+    }
+}
+
+/// Handle a login request.
+pub async fn handle(
+    auth: &Auth,
+    store: &Store,
+    metrics: &Metrics,
+    request: Request<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    let client_ip = request
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.remote.ip());
+    let body = read_json_body(request).await?;
     let email = string_field(&body, "email")?;
     let password = string_field(&body, "password")?;
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(GatewayError::BadRequest("Password too long".into()));
     }
-    let user = auth
-        .users
-        .authenticate(email, password.to_owned())
-        .await
-        .ok_or(GatewayError::InvalidCredentials)?;
-    let claims = access_claims(&user.email, &user.roles, &user.claims, &auth.rules, now());
-    let token = auth.keys.sign(&claims).map_err(GatewayError::Internal)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "access_token": token }),
-    ))
+    // Limits are checked before any hashing, so a locked-out guesser costs nothing.
+    auth.limits.check(store, metrics, email, client_ip).await?;
+    let Some(user) = auth.users.authenticate(email, password.to_owned()).await else {
+        auth.limits.record_failure(store, email, client_ip).await;
+        return Err(GatewayError::InvalidCredentials);
+    };
+    auth.limits.record_success(store, email).await;
+    let body = session::issue(auth, store, &user).await?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 #[cfg(test)]

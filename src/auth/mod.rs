@@ -4,14 +4,20 @@
 //! - [`login`]: the `POST /users/login` handler.
 //! - [`jwt`]: keys, token issuance and verification with PyJWT-compatible errors.
 //! - [`policy`]: per-route role, scope and claim requirements.
+//! - [`session`]: refresh-token rotation and logout.
+//! - [`limits`]: brute-force protection of login.
+//! - [`jwks`]: the public keys as a JWK set.
 //!
 //! [`Auth::authenticate`] is the step the request path runs for every protected route:
 //! it reads the `Authorization` header exactly as Flask-JWT-Extended does and returns the
 //! verified [`Identity`](jwt::Identity) or the error Flask-JWT-Extended would give.
 
+pub mod jwks;
 pub mod jwt;
+pub mod limits;
 pub mod login;
 pub mod policy;
+pub mod session;
 pub mod users;
 
 use std::path::Path;
@@ -46,7 +52,30 @@ pub struct Auth {
     pub roles_header: HeaderName,
     /// Files read to build this (users file, key files), watched for reloads.
     pub files: Vec<std::path::PathBuf>,
+    /// Refresh tokens, when enabled.
+    pub refresh: Option<RefreshSettings>,
+    /// Path of the logout endpoint.
+    pub logout_path: String,
+    /// Brute-force limits of login.
+    pub limits: limits::LoginLimits,
+    /// `GET /.well-known/jwks.json` body, when there are asymmetric keys.
+    pub jwks: Option<bytes::Bytes>,
 }
+
+/// `auth.refresh`: refresh tokens are opt-in.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// Path of the refresh endpoint.
+    pub path: String,
+    /// Refresh token lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+/// Path of the JWK set.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The longest refresh-token lifetime accepted: subject revocations are kept this long.
+pub const MAX_REFRESH_TTL_SECS: u64 = 90 * 86400;
 
 /// Build [`Auth`] from `auth:`, recording every problem.
 pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<Auth> {
@@ -121,6 +150,37 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         .collect();
     files.dedup();
     let keys = KeySet::build(problems, base_dir, raw.keys);
+    let jwks = keys.as_ref().and_then(|k| k.jwks(problems));
+    let path_of = |problems: &mut Problems, key: &str, value: Option<String>, default: &str| {
+        let path = value.unwrap_or_else(|| default.to_owned());
+        if crate::routing::normalize_path(&path).ok().as_deref() != Some(path.as_str()) {
+            problems.push(key, "must be a normalized absolute path");
+        }
+        path
+    };
+    let logout_path = path_of(
+        problems,
+        "auth.logout_path",
+        raw.logout_path,
+        "/users/logout",
+    );
+    let refresh = raw.refresh.map(|r| {
+        let path = path_of(problems, "auth.refresh.path", r.path, "/users/refresh");
+        let ttl = duration_or(
+            problems,
+            "auth.refresh.ttl",
+            r.ttl.as_deref(),
+            std::time::Duration::from_secs(30 * 86400),
+        );
+        if ttl.as_secs() == 0 || ttl.as_secs() > MAX_REFRESH_TTL_SECS {
+            problems.push("auth.refresh.ttl", "must be between 1s and 90d");
+        }
+        RefreshSettings {
+            path,
+            ttl_secs: ttl.as_secs(),
+        }
+    });
+    let limits = limits::LoginLimits::build(problems, raw.login_limits);
     if raw.users.is_none() && raw.users_file.is_none() {
         problems.push("auth", "configure users (inline) or users_file");
     }
@@ -154,6 +214,10 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         subject_header,
         roles_header,
         files,
+        refresh,
+        logout_path,
+        limits,
+        jwks,
     })
 }
 
@@ -210,10 +274,27 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, TokenError> {
 }
 
 impl Auth {
-    /// Verify the request's bearer token.
+    /// Verify the request's bearer access token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, TokenError> {
+        self.verify_bearer(headers, jwt::TokenType::Access)
+    }
+
+    /// Verify the request's bearer token, which must be of type `expect`.
+    pub fn verify_bearer(
+        &self,
+        headers: &HeaderMap,
+        expect: jwt::TokenType,
+    ) -> Result<Identity, TokenError> {
         let token = bearer_token(headers)?;
-        self.keys.verify(token, &self.rules, jwt::now())
+        self.keys.verify(token, &self.rules, jwt::now(), expect)
+    }
+
+    /// Whether `path` is answered by the gateway itself (login, refresh, logout, JWKS).
+    pub fn is_local_path(&self, path: &str) -> bool {
+        path == self.login_path
+            || path == self.logout_path
+            || self.refresh.as_ref().is_some_and(|r| r.path == path)
+            || (self.jwks.is_some() && path == JWKS_PATH)
     }
 }
 

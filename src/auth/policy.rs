@@ -92,6 +92,10 @@ mod tests {
         Identity {
             sub: "u".into(),
             roles,
+            jti: None,
+            iat: None,
+            exp: 0,
+            family: None,
             claims,
         }
     }

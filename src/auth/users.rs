@@ -183,6 +183,11 @@ impl UserStore {
         })
     }
 
+    /// The user with this email (any case).
+    pub fn get(&self, email: &str) -> Option<Arc<User>> {
+        self.by_email.get(&email.trim().to_lowercase()).cloned()
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.by_email.len()

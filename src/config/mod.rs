@@ -30,8 +30,10 @@ pub struct Config {
     pub file: PathBuf,
     /// Process-wide settings.
     pub server: ServerSettings,
-    /// Address of the admin listener (metrics, health), if enabled.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener (metrics, health, revocation), if enabled.
+    pub admin: Option<AdminSettings>,
+    /// Where revocations, refresh families and login counters live (read at start).
+    pub store: crate::store::StoreSettings,
     /// Log line format (read at start; a reload does not change it).
     pub log_format: LogFormat,
     /// Where to accept connections.
@@ -58,6 +60,25 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How often watched files are checked for changes; `None` turns watching off.
     pub reload_interval: Option<Duration>,
+}
+
+/// `admin:` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Address of the plain-HTTP admin listener.
+    pub address: SocketAddr,
+    /// Bearer token for state-changing admin endpoints; `None` disables them.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("AdminSettings")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// How log lines are written.
@@ -307,6 +328,7 @@ pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let server = build_server(&mut problems, take("server"));
     let admin = build_admin(&mut problems, take("admin"));
+    let store = build_store(&mut problems, take("store"));
     let log_format = build_log(&mut problems, take("log"));
     let listeners = build_listeners(&mut problems, &base_dir, take("listeners"));
     let upstreams = crate::proxy::build_upstreams(&mut problems, take("upstreams"));
@@ -330,6 +352,7 @@ pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         file: path.to_path_buf(),
         server,
         admin,
+        store,
         log_format,
         listeners,
         upstreams,
@@ -345,6 +368,7 @@ fn unreachable_config() -> Config {
         file: PathBuf::new(),
         server: build_server(&mut Problems::new(""), None),
         admin: None,
+        store: crate::store::StoreSettings::default(),
         log_format: LogFormat::Text,
         listeners: Vec::new(),
         upstreams: BTreeMap::new(),
@@ -407,7 +431,60 @@ fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings
     }
 }
 
-fn build_admin(problems: &mut Problems, value: Option<Value>) -> Option<SocketAddr> {
+fn build_store(problems: &mut Problems, value: Option<Value>) -> crate::store::StoreSettings {
+    use crate::store::{FailMode, StoreSettings};
+    let raw = match value {
+        None | Some(Value::Null) => raw::RawStore::default(),
+        Some(Value::String(url)) => raw::RawStore {
+            url: Some(url),
+            ..Default::default()
+        },
+        Some(v) => problems.parse("store", v).unwrap_or_default(),
+    };
+    let defaults = StoreSettings::default();
+    let redis_url = match raw.url.as_deref() {
+        None | Some("memory") => None,
+        Some(u)
+            if u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://") =>
+        {
+            Some(u.to_owned())
+        }
+        Some(other) => {
+            let shown = other.split('@').next_back().unwrap_or(other);
+            problems.push(
+                "store",
+                format!("expected memory or a redis:// URL, got {shown:?}"),
+            );
+            None
+        }
+    };
+    let on_unavailable = match raw.on_unavailable.as_deref() {
+        None | Some("fail_closed") => FailMode::Closed,
+        Some("fail_open") => FailMode::Open,
+        Some(other) => {
+            problems.push(
+                "store.on_unavailable",
+                format!("unknown value {other:?} (expected fail_closed or fail_open)"),
+            );
+            FailMode::Closed
+        }
+    };
+    StoreSettings {
+        redis_url,
+        prefix: raw.prefix.unwrap_or(defaults.prefix),
+        on_unavailable,
+        timeout: duration_or(
+            problems,
+            "store.timeout",
+            raw.timeout.as_deref(),
+            defaults.timeout,
+        ),
+    }
+}
+
+fn build_admin(problems: &mut Problems, value: Option<Value>) -> Option<AdminSettings> {
     let raw: raw::RawAdmin = match value {
         None | Some(Value::Null) => raw::RawAdmin::default(),
         Some(v) => problems.parse("admin", v)?,
@@ -415,9 +492,15 @@ fn build_admin(problems: &mut Problems, value: Option<Value>) -> Option<SocketAd
     if raw.enabled == Some(false) {
         return None;
     }
+    if raw.token.as_ref().is_some_and(|t| t.len() < 16) {
+        problems.push("admin.token", "must be at least 16 characters");
+    }
     let address = raw.address.unwrap_or_else(|| "127.0.0.1:9901".to_owned());
-    match address.parse() {
-        Ok(a) => Some(a),
+    match address.parse::<SocketAddr>() {
+        Ok(address) => Some(AdminSettings {
+            address,
+            token: raw.token,
+        }),
         Err(_) => {
             problems.push(
                 "admin.address",

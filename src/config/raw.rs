@@ -17,7 +17,22 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "upstreams",
     "routes",
     "auth",
+    "store",
 ];
+
+/// `store:` in its long form; the short forms are `store: memory` and `store: redis://...`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `memory`, or a `redis://` / `rediss://` URL.
+    pub url: Option<String>,
+    /// Prefix of every Redis key and channel (default `gateway:`).
+    pub prefix: Option<String>,
+    /// `fail_closed` (default) or `fail_open`.
+    pub on_unavailable: Option<String>,
+    /// Deadline of one Redis operation (default `500ms`).
+    pub timeout: Option<String>,
+}
 
 /// `admin:` — the plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +42,9 @@ pub struct RawAdmin {
     pub address: Option<String>,
     /// Set false to run without the admin listener.
     pub enabled: Option<bool>,
+    /// Bearer token required by the admin endpoints that change state (revocation);
+    /// without it they are disabled.
+    pub token: Option<String>,
 }
 
 /// `log:` — how log lines are written.
@@ -166,6 +184,44 @@ pub struct RawAuth {
     pub identity_headers: Option<RawIdentityHeaders>,
     /// How many password hashes may be computed at once (default: number of cores).
     pub login_concurrency: Option<usize>,
+    /// Refresh tokens (opt-in): login also returns one; rotation at the refresh path.
+    pub refresh: Option<RawRefresh>,
+    /// Path of the logout endpoint (default `/users/logout`).
+    pub logout_path: Option<String>,
+    /// Brute-force protection of the login endpoint.
+    pub login_limits: Option<RawLoginLimits>,
+}
+
+/// `auth.refresh:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    /// Path of the refresh endpoint (default `/users/refresh`).
+    pub path: Option<String>,
+    /// Refresh token lifetime (default `30d`, as Flask-JWT-Extended).
+    pub ttl: Option<String>,
+}
+
+/// `auth.login_limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoginLimits {
+    /// Set false to turn the limits off.
+    pub enabled: Option<bool>,
+    /// Failures allowed per account (email) in a window (default 5 per 15m).
+    pub per_account: Option<RawLimit>,
+    /// Failures allowed per client address in a window (default 50 per 15m).
+    pub per_address: Option<RawLimit>,
+}
+
+/// One failure limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Failures allowed; the next attempt gets 429 until the window ends.
+    pub max_failures: u64,
+    /// The window, starting at the first failure, e.g. `15m`.
+    pub window: String,
 }
 
 /// `auth.identity_headers:`.

@@ -104,6 +104,8 @@ upstreams:
     connect_timeout: 1s
     timeout: 2s
 auth:
+  # Tests send many failed logins from one address; tests/lifecycle.rs tests the limits.
+  login_limits: {{ enabled: false }}
   users:
     - email: test@example.com
       password_hash: "{PASSWORD_HASH}"
