@@ -356,3 +356,188 @@ pub fn sign_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret
 pub fn now() -> i64 {
     gateway::auth::jwt::now() as i64
 }
+
+/// A real `redis-server` on a free loopback port, with no persistence.
+pub struct RedisServer {
+    /// The TCP port.
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Start redis-server (installed by `.ci/run`: `apt-get install -y redis-server`).
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (to test an unreachable store).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port (empty: nothing is persisted).
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): apt-get install -y redis-server")
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if Self::ping(self.port) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer PING on port {}", self.port);
+    }
+
+    fn ping(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The default test config with refresh tokens (1h), login limits (3 failures per account,
+/// 10 per address, per minute), an admin token, and the given `store:` value.
+pub fn lifecycle_yaml(upstream: &str, store: &str) -> String {
+    let yaml = config_yaml(upstream)
+        .replace(
+            "  login_limits: { enabled: false }\n",
+            "  login_limits:\n    per_account: { max_failures: 3, window: 1m }\n    per_address: { max_failures: 10, window: 1m }\n  refresh: { ttl: 1h }\n",
+        )
+        .replace("admin:\n  address: 127.0.0.1:0\n", &format!("admin:\n  address: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\n"));
+    format!("store: {store}\n{yaml}")
+}
+
+/// The admin token of [`lifecycle_yaml`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A JSON response's status and body.
+pub async fn status_json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+impl Gateway {
+    /// Log in and return the whole JSON body (access and refresh tokens).
+    pub async fn login_pair(&self, email: &str) -> serde_json::Value {
+        let response = self
+            .client()
+            .post(self.url("/users/login"))
+            .json(&serde_json::json!({ "email": email, "password": "password" }))
+            .send()
+            .await
+            .expect("login request");
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, 200, "login of {email}: {body}");
+        body
+    }
+
+    /// GET `path` with a bearer token; status and JSON body.
+    pub async fn get_with(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        status_json(
+            self.client()
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// POST /users/refresh with a refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> (u16, serde_json::Value) {
+        status_json(
+            self.client()
+                .post(self.url("/users/refresh"))
+                .bearer_auth(refresh_token)
+                .send()
+                .await
+                .expect("refresh"),
+        )
+        .await
+    }
+
+    /// POST /users/logout with an access token and optionally the refresh token.
+    pub async fn logout(&self, access: &str, refresh: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client()
+            .post(self.url("/users/logout"))
+            .bearer_auth(access);
+        if let Some(r) = refresh {
+            request = request.json(&serde_json::json!({ "refresh_token": r }));
+        }
+        status_json(request.send().await.expect("logout")).await
+    }
+
+    /// A login attempt with a password; status, Retry-After, body.
+    pub async fn try_login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> (u16, Option<u64>, serde_json::Value) {
+        let response = self
+            .client()
+            .post(self.url("/users/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let (status, body) = status_json(response).await;
+        (status, retry_after, body)
+    }
+}
