@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use gateway::auth::jwt::{access_claims, now, TokenType};
-use gateway::store::{Revocation, RevocationKind, Store};
 use gateway::routing::normalize_path;
+use gateway::store::{Revocation, RevocationKind, Store};
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$Ps4Uxv+gTwrI54Rt5O6Jsg$w0FdW+8A7fB8Zfmx1p/KmcssOGVhUP7lZf0I7hBLRN0";
 
@@ -94,7 +94,11 @@ fn bench(c: &mut Criterion) {
     });
 
     c.bench_function("verify_hs256", |b| {
-        b.iter(|| auth.keys.verify(&token, &auth.rules, now(), TokenType::Access).expect("valid"))
+        b.iter(|| {
+            auth.keys
+                .verify(&token, &auth.rules, now(), TokenType::Access)
+                .expect("valid")
+        })
     });
 
     // The per-request revocation check against a local view holding 100,000 revoked
@@ -103,9 +107,18 @@ fn bench(c: &mut Criterion) {
     let far = now() as i64 + 3600;
     for i in 0..100_000 {
         let id = format!("{i:08x}-revoked");
-        runtime.block_on(store.revoke(Revocation { kind: RevocationKind::Jti, id, at: far })).expect("revoke");
+        runtime
+            .block_on(store.revoke(Revocation {
+                kind: RevocationKind::Jti,
+                id,
+                at: far,
+            }))
+            .expect("revoke");
     }
-    let identity = auth.keys.verify(&token, &auth.rules, now(), TokenType::Access).expect("valid");
+    let identity = auth
+        .keys
+        .verify(&token, &auth.rules, now(), TokenType::Access)
+        .expect("valid");
     c.bench_function("revocation_check_100k_revoked", |b| {
         b.iter(|| store.check(&identity.ids()).expect("not revoked"))
     });

@@ -207,7 +207,8 @@ async fn route(
         (AuthMode::Public, _) => None,
         (AuthMode::Required, Some(auth)) => {
             let identity = auth
-                .authenticate(request.headers())
+                .authenticate_request(request.headers())
+                .await
                 .map_err(GatewayError::Token)?;
             outcome.subject = Some(identity.sub.clone());
             session::check_revocation(store, metrics, &identity, TokenType::Access)?;

@@ -89,6 +89,9 @@ impl Server {
             }
             None => None,
         };
+        for issuer in config.auth.iter().flat_map(|a| &a.external) {
+            issuer.prefetch();
+        }
         let metrics = Metrics::new();
         let store = Store::open(&config.store, metrics.clone(), MAX_REFRESH_TTL_SECS as i64)
             .map_err(|e| std::io::Error::other(format!("store: {e}")))?;

@@ -125,7 +125,8 @@ fn unprocessable(msg: impl Into<String>, reason: &'static str) -> TokenError {
     token_error(StatusCode::UNPROCESSABLE_ENTITY, msg, reason)
 }
 
-fn parse_algorithm(name: &str) -> Option<Algorithm> {
+/// The algorithm of a JWS `alg` value or config name, if supported.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "HS256" => Algorithm::HS256,
         "HS384" => Algorithm::HS384,
@@ -223,6 +224,80 @@ impl KeySet {
         }
         (!keys.is_empty())
             .then(|| bytes::Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
+    }
+
+    /// A verify-only key set from a JWK set, restricted to `algorithms`. A JWK without
+    /// `alg` is used with every allowed algorithm of its key type. Unusable keys are skipped.
+    pub fn from_jwks(jwks: &jsonwebtoken::jwk::JwkSet, algorithms: &[Algorithm]) -> KeySet {
+        use jsonwebtoken::jwk::AlgorithmParameters;
+        let mut keys = Vec::new();
+        for jwk in &jwks.keys {
+            let Ok(decoding) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let family_ok = |a: &Algorithm| match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => matches!(
+                    a,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                ),
+                AlgorithmParameters::EllipticCurve(_) => {
+                    matches!(a, Algorithm::ES256 | Algorithm::ES384)
+                }
+                AlgorithmParameters::OctetKeyPair(_) => *a == Algorithm::EdDSA,
+                AlgorithmParameters::OctetKey(_) => false,
+            };
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
+                continue;
+            }
+            // A declared alg that is not a signature algorithm we know: not for us.
+            let declared = match jwk.common.key_algorithm {
+                None => None,
+                Some(k) => match parse_algorithm(&k.to_string()) {
+                    Some(a) => Some(a),
+                    None => continue,
+                },
+            };
+            for a in algorithms
+                .iter()
+                .filter(|a| family_ok(a) && declared.is_none_or(|d| d == **a))
+            {
+                keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm: *a,
+                    decoding: decoding.clone(),
+                    encoding: None,
+                    public_pem: None,
+                });
+            }
+        }
+        KeySet {
+            keys,
+            signer: None,
+            allowed: algorithms.to_vec(),
+        }
+    }
+
+    /// Whether some key has this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Whether a key can sign (login needs one).

@@ -12,6 +12,7 @@
 //! it reads the `Authorization` header exactly as Flask-JWT-Extended does and returns the
 //! verified [`Identity`](jwt::Identity) or the error Flask-JWT-Extended would give.
 
+pub mod external;
 pub mod jwks;
 pub mod jwt;
 pub mod limits;
@@ -60,6 +61,8 @@ pub struct Auth {
     pub limits: limits::LoginLimits,
     /// `GET /.well-known/jwks.json` body, when there are asymmetric keys.
     pub jwks: Option<bytes::Bytes>,
+    /// Other issuers whose tokens are accepted.
+    pub external: Vec<external::ExternalIssuer>,
 }
 
 /// `auth.refresh`: refresh tokens are opt-in.
@@ -181,6 +184,12 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         }
     });
     let limits = limits::LoginLimits::build(problems, raw.login_limits);
+    let external = external::build(
+        problems,
+        base_dir,
+        raw.external_issuers.unwrap_or_default(),
+        rules.leeway_secs,
+    );
     if raw.users.is_none() && raw.users_file.is_none() {
         problems.push("auth", "configure users (inline) or users_file");
     }
@@ -218,6 +227,7 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         logout_path,
         limits,
         jwks,
+        external,
     })
 }
 
@@ -277,6 +287,18 @@ impl Auth {
     /// Verify the request's bearer access token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, TokenError> {
         self.verify_bearer(headers, jwt::TokenType::Access)
+    }
+
+    /// Verify the request's bearer access token, from this gateway or an external issuer
+    /// (whose keys may have to be fetched first).
+    pub async fn authenticate_request(&self, headers: &HeaderMap) -> Result<Identity, TokenError> {
+        let token = bearer_token(headers)?;
+        match external::issuer_of(&self.external, token) {
+            Some(issuer) => issuer.verify(token, jwt::now()).await,
+            None => self
+                .keys
+                .verify(token, &self.rules, jwt::now(), jwt::TokenType::Access),
+        }
     }
 
     /// Verify the request's bearer token, which must be of type `expect`.

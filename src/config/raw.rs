@@ -190,6 +190,28 @@ pub struct RawAuth {
     pub logout_path: Option<String>,
     /// Brute-force protection of the login endpoint.
     pub login_limits: Option<RawLoginLimits>,
+    /// Other issuers whose tokens are accepted, verified with keys from their JWKS URL.
+    pub external_issuers: Option<Vec<RawExternalIssuer>>,
+}
+
+/// One entry of `auth.external_issuers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExternalIssuer {
+    /// The `iss` value of its tokens (required in them).
+    pub issuer: String,
+    /// Where its JWK set is published (`https://...`, or `http://` on a private network).
+    pub jwks_url: String,
+    /// `aud` its tokens must carry for this gateway, if any.
+    pub audience: Option<String>,
+    /// Accepted algorithms (asymmetric only), e.g. `[RS256]`.
+    pub algorithms: Vec<String>,
+    /// How often the keys are fetched again (default `10m`).
+    pub refresh_interval: Option<String>,
+    /// Least time between fetches caused by an unknown `kid` (default `30s`).
+    pub min_refetch_interval: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the JWKS URL, besides the public roots.
+    pub ca_file: Option<String>,
 }
 
 /// `auth.refresh:`.
