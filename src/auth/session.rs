@@ -15,7 +15,7 @@ use super::Auth;
 use crate::body::Body;
 use crate::error::{json_response, GatewayError, TokenError};
 use crate::metrics::Metrics;
-use crate::store::{Refusal, Revocation, RevocationKind, Rotation, Store};
+use crate::store::{FailMode, Refusal, Revocation, RevocationKind, Rotation, Store};
 
 /// Flask-JWT-Extended's answer for a revoked token.
 pub fn revoked() -> GatewayError {
@@ -86,7 +86,8 @@ fn pair(
     }
 }
 
-/// The login response body for an authenticated user: a new family when refresh is on.
+/// The login response body for an authenticated user: a new family when refresh is on
+/// (with the store down and fail_open, an access token only).
 pub async fn issue(auth: &Auth, store: &Store, user: &User) -> Result<Value, GatewayError> {
     let Some(settings) = &auth.refresh else {
         return Ok(pair(auth, user, None)?.0);
@@ -94,11 +95,21 @@ pub async fn issue(auth: &Auth, store: &Store, user: &User) -> Result<Value, Gat
     let family = uuid::Uuid::new_v4().to_string();
     let (body, jti) = pair(auth, user, Some(&family))?;
     let ttl = std::time::Duration::from_secs(settings.ttl_secs);
-    store
+    match store
         .start_family(&family, jti.as_deref().unwrap_or_default(), ttl)
         .await
-        .map_err(|_| GatewayError::StoreUnavailable)?;
-    Ok(body)
+    {
+        Ok(()) => Ok(body),
+        // fail_open: the family cannot be recorded, so no refresh token, but the user
+        // still gets an access token.
+        Err(_) if store.mode() == FailMode::Open => {
+            tracing::warn!(
+                "state store unavailable (fail_open): login issues an access token only"
+            );
+            Ok(pair(auth, user, None)?.0)
+        }
+        Err(_) => Err(GatewayError::StoreUnavailable),
+    }
 }
 
 /// `POST /users/refresh` with `Authorization: Bearer <refresh token>`.
