@@ -196,10 +196,21 @@ async fn route(
     request: Request<Body>,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
+    check_head(&request, &config.server)?;
     let path = routing::normalize_path(request.uri().path())?;
     let auth = config.auth.as_deref();
     if let Some(auth) = auth.filter(|a| a.is_local_path(&path)) {
-        return local(auth, metrics, store, request, &path, outcome).await;
+        // Local endpoints take small JSON bodies: 4 KiB, within the body deadline.
+        let (parts, body) = request.into_parts();
+        let max = auth::login::MAX_BODY_BYTES as u64;
+        let (body, limit) = crate::body::limited(body, max, config.server.body_read_timeout);
+        let request = Request::from_parts(parts, body);
+        let result = local(auth, metrics, store, request, &path, outcome).await;
+        return match (result, limit.hit()) {
+            (Err(_), Some(crate::body::BodyLimit::TooLarge)) => Err(GatewayError::PayloadTooLarge),
+            (Err(_), Some(crate::body::BodyLimit::TimedOut)) => Err(GatewayError::RequestTimeout),
+            (result, _) => result,
+        };
     }
     let route = config.routes.resolve(request.method(), &path)?;
     outcome.route = Some(route.label.clone());
@@ -222,9 +233,66 @@ async fn route(
         }
     };
     outcome.upstream = Some(route.upstream.label.clone());
-    let response = proxy::forward(route, &path, identity.as_ref(), auth, metrics, request).await?;
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let (parts, body) = request.into_parts();
+    let (body, limit) =
+        crate::body::limited(body, route.max_body_bytes, config.server.body_read_timeout);
+    let request = Request::from_parts(parts, body);
+    let response = proxy::forward(
+        route,
+        &path,
+        identity.as_ref(),
+        auth,
+        metrics,
+        request,
+        &limit,
+    )
+    .await?;
     outcome.upstream_status = Some(response.status().as_u16());
     Ok(response)
+}
+
+/// Refuse request heads the routes must never see: an over-long target (414), and a
+/// missing (HTTP/1.1), repeated or malformed `Host` (400). The upstream's authority
+/// always comes from the config, so `Host` is only validated, never forwarded.
+fn check_head(
+    request: &Request<Body>,
+    server: &crate::config::ServerSettings,
+) -> Result<(), GatewayError> {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target_len > server.max_uri_bytes {
+        return Err(GatewayError::UriTooLong);
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(GatewayError::BadRequest("Multiple Host headers".into())),
+        (None, _) if request.version() == http::Version::HTTP_11 => {
+            Err(GatewayError::BadRequest("Missing Host header".into()))
+        }
+        (Some(host), None) => {
+            let valid = host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .is_some_and(|a| !a.as_str().contains('@') && !a.host().is_empty());
+            if valid {
+                Ok(())
+            } else {
+                Err(GatewayError::BadRequest("Invalid Host header".into()))
+            }
+        }
+        (None, _) => Ok(()),
+    }
 }
 
 /// The endpoints the gateway answers itself: login, refresh, logout and the JWK set.

@@ -3,6 +3,8 @@
 //! Bodies are boxed once at the edge (server or upstream client) so every stage works on
 //! the same type, and in-process tests can build requests without a socket.
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
@@ -33,4 +35,100 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 fn never(never: std::convert::Infallible) -> BoxError {
     match never {}
+}
+
+/// Why a request body was cut off by [`limited`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyLimit {
+    /// More bytes than the route allows.
+    #[error("request body too large")]
+    TooLarge,
+    /// Not fully received before the deadline.
+    #[error("request body not received in time")]
+    TimedOut,
+}
+
+/// Records which limit (if any) stopped a body, for the proxy to answer 413 or 408.
+#[derive(Debug, Clone, Default)]
+pub struct LimitState(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl LimitState {
+    fn set(&self, limit: BodyLimit) {
+        let code = match limit {
+            BodyLimit::TooLarge => 1,
+            BodyLimit::TimedOut => 2,
+        };
+        self.0.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The limit that stopped the body, if one did.
+    pub fn hit(&self) -> Option<BodyLimit> {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Some(BodyLimit::TooLarge),
+            2 => Some(BodyLimit::TimedOut),
+            _ => None,
+        }
+    }
+}
+
+/// A body that fails once it exceeds `max` bytes or is still arriving at `deadline`,
+/// checked while streaming (nothing is buffered).
+struct Limited {
+    inner: Body,
+    remaining: u64,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    state: LimitState,
+}
+
+impl http_body::Body for Limited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if len > this.remaining {
+                    this.state.set(BodyLimit::TooLarge);
+                    return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge))));
+                }
+                this.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.state.set(BodyLimit::TimedOut);
+                    return Poll::Ready(Some(Err(Box::new(BodyLimit::TimedOut))));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Limit a request body to `max` bytes and a `deadline` from now; `state` tells which
+/// limit stopped it.
+pub fn limited(body: Body, max: u64, deadline: std::time::Duration) -> (Body, LimitState) {
+    let state = LimitState::default();
+    let limited = Limited {
+        inner: body,
+        remaining: max,
+        deadline: Box::pin(tokio::time::sleep(deadline)),
+        state: state.clone(),
+    };
+    (limited.boxed_unsync(), state)
 }

@@ -79,6 +79,12 @@ pub enum GatewayError {
     /// The upstream did not answer within the route's timeout.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The request body did not arrive within `server.body_read_timeout`.
+    #[error("request body timed out")]
+    RequestTimeout,
+    /// The request target is longer than `server.max_uri_bytes`.
+    #[error("request target too long")]
+    UriTooLong,
     /// Too many failed logins for this account or address.
     #[error("too many failed login attempts")]
     TooManyRequests {
@@ -108,6 +114,8 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::TooManyRequests { .. } => "rate_limited",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::UriTooLong => "uri_too_long",
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Internal(_) => "internal",
         }
@@ -146,6 +154,14 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => {
                 (StatusCode::GATEWAY_TIMEOUT, "Upstream timed out".to_owned())
             }
+            GatewayError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time".to_owned(),
+            ),
+            GatewayError::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "Request target too long".to_owned(),
+            ),
             GatewayError::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed login attempts, try again later".to_owned(),

@@ -44,21 +44,32 @@ pub fn explain(config: &Config, method: &Method, path: &str, token: Option<&str>
     if let Some(auth) = config
         .auth
         .as_deref()
-        .filter(|a| a.login_path == normalized)
+        .filter(|a| a.is_local_path(&normalized))
     {
-        if method != Method::POST {
+        let allowed = if normalized == crate::auth::JWKS_PATH {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        if method != allowed {
             return refused(
                 &mut steps,
                 GatewayError::MethodNotAllowed {
-                    allow: "POST".into(),
+                    allow: allowed.to_string(),
                 },
                 mode,
             );
         }
-        steps.push(format!(
-            "answered by the gateway's login endpoint ({})",
-            auth.login_path
-        ));
+        let what = if normalized == auth.login_path {
+            "login"
+        } else if normalized == auth.logout_path {
+            "logout"
+        } else if normalized == crate::auth::JWKS_PATH {
+            "JWK set"
+        } else {
+            "refresh"
+        };
+        steps.push(format!("answered by the gateway itself ({what} endpoint)"));
         return Explanation {
             allowed: true,
             steps,

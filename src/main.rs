@@ -68,6 +68,21 @@ enum Command {
     },
 }
 
+/// `println!` into a String (output is written at once by [`print_all`]).
+macro_rules! outln {
+    ($out:expr) => { $out.push('\n') };
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Write to stdout, quietly stopping if the reader went away (`gateway check | head`).
+fn print_all(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -194,31 +209,38 @@ async fn shutdown_signal() {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    println!("{}: configuration is valid", path.display());
-    println!("\nlisteners:");
+    let mut out = String::new();
+    outln!(out, "{}: configuration is valid", path.display());
+    outln!(out, "\nlisteners:");
     for l in &config.listeners {
         let tls = match &l.tls {
             TlsSetting::Plaintext => "plain http".to_owned(),
             TlsSetting::SelfSigned(s) => format!("tls, self-signed (sha256 {})", s.fingerprint),
             TlsSetting::Files { cert_file, .. } => format!("tls, {}", cert_file.display()),
         };
-        println!("  {:<12} {:<22} {tls}", l.name, l.address);
+        outln!(out, "  {:<12} {:<22} {tls}", l.name, l.address);
     }
-    println!("\nupstreams:");
+    outln!(out, "\nupstreams:");
     for (name, u) in &config.upstreams {
-        println!("  {:<12} {}", name, u.urls().join(", "));
+        outln!(out, "  {:<12} {}", name, u.urls().join(", "));
     }
     if let Some(auth) = &config.auth {
-        println!(
+        outln!(
+            out,
             "\nlogin: POST {} ({} users)",
             auth.login_path,
             auth.users.len()
         );
     }
-    println!("\nroutes (in match order):");
-    println!(
+    outln!(out, "\nroutes (in match order):");
+    outln!(
+        out,
         "  {:<16} {:<24} {:<18} {:<9} {:<12} require",
-        "NAME", "PATH", "METHODS", "AUTH", "UPSTREAM"
+        "NAME",
+        "PATH",
+        "METHODS",
+        "AUTH",
+        "UPSTREAM"
     );
     for r in config.routes.routes() {
         let methods = r.methods.as_ref().map_or("*".to_owned(), |m| {
@@ -236,7 +258,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
             Some(rw) => format!("{} -> {rw}", r.upstream.name),
             None => r.upstream.name.clone(),
         };
-        println!(
+        outln!(
+            out,
             "  {:<16} {:<24} {:<18} {:<9} {:<12} {}",
             r.name,
             r.matcher.to_string(),
@@ -246,6 +269,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
             require.join(" ")
         );
     }
+    print_all(&out);
     Ok(())
 }
 

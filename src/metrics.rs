@@ -46,6 +46,8 @@ pub struct Metrics {
     pub revoked_tokens: IntCounterVec,
     /// Logins refused by the brute-force limits, by limit (`account`, `address`).
     pub login_limited: IntCounterVec,
+    /// Connections closed at accept by a limit, by listener and reason.
+    pub connections_rejected: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +124,12 @@ impl Metrics {
                 "gateway_revoked_tokens_total",
                 "Revoked tokens presented, by token type.",
                 &["type"],
+            ),
+            connections_rejected: counter(
+                &registry,
+                "gateway_connections_rejected_total",
+                "Connections closed at accept by a connection limit, by listener and reason.",
+                &["listener", "reason"],
             ),
             login_limited: counter(
                 &registry,

@@ -33,6 +33,28 @@ struct Target {
     base_path: String,
     /// `Host` header value, prepared once.
     host: HeaderValue,
+    /// Consecutive connection failures (passive health).
+    failures: std::sync::atomic::AtomicU32,
+    /// Until when (ms since the upstream was built) the instance is skipped.
+    skip_until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Target {
+    fn record_failure(&self, upstream: &Upstream) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if upstream.max_failures > 0 && failures >= upstream.max_failures {
+            let until = upstream.now_ms() + upstream.cooldown.as_millis() as u64;
+            self.skip_until_ms.store(until, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(upstream = %upstream.name, instance = %self.authority, cooldown = ?upstream.cooldown, "instance failing; skipped for the cooldown");
+        }
+    }
+
+    fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A named upstream: one or more instances used round-robin, with its own pool.
@@ -46,6 +68,12 @@ pub struct Upstream {
     /// Default response timeout of routes to this upstream.
     pub timeout: Duration,
     client: Client<HttpConnector, Body>,
+    /// Connection failures in a row after which an instance is skipped (0: never).
+    max_failures: u32,
+    /// How long a failing instance is skipped.
+    cooldown: Duration,
+    /// Reference point of `skip_until_ms`.
+    epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -67,9 +95,19 @@ impl Upstream {
             .collect()
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next instance round-robin, skipping those in their cooldown (unless all are).
     fn pick(&self) -> &Target {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let n = self.targets.len();
+        (0..n)
+            .map(|k| &self.targets[(start + k) % n])
+            .find(|t| t.skip_until_ms.load(Ordering::Relaxed) <= now)
+            .unwrap_or(&self.targets[start % n])
     }
 }
 
@@ -101,6 +139,8 @@ fn parse_target(url: &str) -> Result<Target, String> {
         authority,
         base_path,
         host,
+        failures: Default::default(),
+        skip_until_ms: Default::default(),
     })
 }
 
@@ -155,6 +195,12 @@ pub fn build_upstreams(
             raw.connect_timeout.as_deref(),
             Duration::from_secs(2),
         );
+        let cooldown = duration_or(
+            problems,
+            format!("{key}.cooldown"),
+            raw.cooldown.as_deref(),
+            Duration::from_secs(10),
+        );
         let timeout = duration_or(
             problems,
             format!("{key}.timeout"),
@@ -180,6 +226,9 @@ pub fn build_upstreams(
                 next: AtomicUsize::new(0),
                 timeout,
                 client,
+                max_failures: raw.max_failures.unwrap_or(3),
+                cooldown,
+                epoch: std::time::Instant::now(),
             }),
         );
     }
@@ -205,24 +254,10 @@ pub async fn forward(
     auth: Option<&Auth>,
     metrics: &Metrics,
     request: Request<Body>,
+    limit: &crate::body::LimitState,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut parts, body) = request.into_parts();
     let conn = parts.extensions.get::<ConnInfo>().copied();
-    let target = route.upstream.pick();
-
-    let upstream_path = route.upstream_path(path);
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{}{upstream_path}?{q}", target.base_path),
-        None => format!("{}{upstream_path}", target.base_path),
-    };
-    let path_and_query = PathAndQuery::try_from(path_and_query)
-        .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?;
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| GatewayError::Internal(format!("cannot build upstream URI: {e}")))?;
 
     let client_host = parts
         .headers
@@ -251,7 +286,6 @@ pub async fn forward(
             trust: conn.is_some_and(|c| c.trust_forwarded),
         },
     );
-    headers.insert(HOST, target.host.clone());
     if let (Some(identity), Some(auth)) = (identity, auth) {
         let subject = HeaderValue::from_str(&identity.sub).map_err(|_| {
             GatewayError::Forbidden("Subject cannot be forwarded as a header".into())
@@ -261,37 +295,82 @@ pub async fn forward(
             headers.insert(&auth.roles_header, roles);
         }
     }
-    parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let upstream_request = Request::from_parts(parts, body);
+    let upstream_path = route.upstream_path(path);
+    let query = parts.uri.query().map(str::to_owned);
 
+    // Connection failures of idempotent requests without a body are retried once, on
+    // another instance when there is one: nothing reached the upstream yet.
+    let retryable = parts.method.is_idempotent() && http_body::Body::is_end_stream(&body);
     let upstream = &route.upstream;
-    let started = std::time::Instant::now();
-    let result =
-        tokio::time::timeout(route.timeout, upstream.client.request(upstream_request)).await;
-    let error_kind = match &result {
-        Ok(Ok(_)) => None,
-        Err(_) => Some("timeout"),
-        Ok(Err(e)) if e.is_connect() => Some("connect"),
-        Ok(Err(_)) => Some("protocol"),
-    };
-    match error_kind {
-        Some(kind) => metrics
-            .upstream_errors
-            .with_label_values(&[&upstream.name, kind])
-            .inc(),
-        None => metrics
-            .upstream_duration
-            .with_label_values(&[&upstream.name])
-            .observe(started.elapsed().as_secs_f64()),
-    }
-    let response = match result {
-        Err(_) => return Err(GatewayError::UpstreamTimeout),
-        Ok(Err(e)) => {
-            tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
-            return Err(GatewayError::UpstreamUnavailable);
+    let mut body = Some(body);
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        let target = upstream.pick();
+        let path_and_query = match &query {
+            Some(q) => format!("{}{upstream_path}?{q}", target.base_path),
+            None => format!("{}{upstream_path}", target.base_path),
+        };
+        let path_and_query = PathAndQuery::try_from(path_and_query)
+            .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?;
+        let mut request_parts = Request::new(()).into_parts().0;
+        request_parts.method = parts.method.clone();
+        request_parts.version = parts.version;
+        request_parts.headers = parts.headers.clone();
+        request_parts.headers.insert(HOST, target.host.clone());
+        request_parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| GatewayError::Internal(format!("cannot build upstream URI: {e}")))?;
+        let upstream_request =
+            Request::from_parts(request_parts, body.take().unwrap_or_else(body::empty));
+
+        let started = std::time::Instant::now();
+        let result =
+            tokio::time::timeout(route.timeout, upstream.client.request(upstream_request)).await;
+        let error_kind = match &result {
+            Ok(Ok(_)) => None,
+            Err(_) => Some("timeout"),
+            Ok(Err(e)) if e.is_connect() => Some("connect"),
+            Ok(Err(_)) => Some("protocol"),
+        };
+        match error_kind {
+            Some(kind) => {
+                metrics
+                    .upstream_errors
+                    .with_label_values(&[&upstream.name, kind])
+                    .inc();
+                target.record_failure(upstream);
+            }
+            None => {
+                target.record_success();
+                metrics
+                    .upstream_duration
+                    .with_label_values(&[&upstream.name])
+                    .observe(started.elapsed().as_secs_f64());
+            }
         }
-        Ok(Ok(r)) => r,
+        match result {
+            Ok(Ok(r)) => break r,
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                if let Some(hit) = limit.hit() {
+                    return Err(match hit {
+                        body::BodyLimit::TooLarge => GatewayError::PayloadTooLarge,
+                        body::BodyLimit::TimedOut => GatewayError::RequestTimeout,
+                    });
+                }
+                if e.is_connect() && retryable && attempt < 2 {
+                    tracing::debug!(upstream = %upstream.name, error = %e, "connect failed; retrying");
+                    continue;
+                }
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+                return Err(GatewayError::UpstreamUnavailable);
+            }
+        }
     };
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -64,10 +64,14 @@ impl Reloader {
                 a.address == b.address
                     && std::mem::discriminant(&a.tls) == std::mem::discriminant(&b.tls)
             });
-        if !same_listeners || new.admin != current.admin {
+        let admin_address = |c: &crate::config::Config| c.admin.as_ref().map(|a| a.address);
+        if !same_listeners || admin_address(&new) != admin_address(&current) {
             tracing::warn!(
                 "listener addresses or TLS modes changed: they take effect after a restart"
             );
+        }
+        if new.store != current.store {
+            tracing::warn!("store settings changed: they take effect after a restart");
         }
         for (listener, resolver) in new.listeners.iter().zip(self.resolvers.iter()) {
             if let (TlsSetting::Files { key, .. }, Some(resolver)) = (&listener.tls, resolver) {

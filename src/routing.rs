@@ -90,6 +90,8 @@ pub struct Route {
     pub forward_authorization: bool,
     /// How long to wait for the upstream's response head.
     pub timeout: Duration,
+    /// Largest request body forwarded (413 beyond, checked while streaming).
+    pub max_body_bytes: u64,
 }
 
 impl Route {
@@ -236,6 +238,7 @@ pub fn build_routes(
     value: Option<Value>,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     auth: Option<Option<&Auth>>,
+    default_max_body: u64,
 ) -> RouteTable {
     let items = sequence(problems, "routes", value);
     if items.is_empty() {
@@ -247,7 +250,7 @@ pub fn build_routes(
         let Some(raw) = problems.parse::<RawRoute>(&key, v) else {
             continue;
         };
-        if let Some(route) = build_route(problems, &key, raw, upstreams, auth) {
+        if let Some(route) = build_route(problems, &key, raw, upstreams, auth, default_max_body) {
             if !names.insert(route.name.clone()) {
                 problems.push(
                     format!("{key}.name"),
@@ -285,6 +288,7 @@ fn build_route(
     raw: RawRoute,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     auth: Option<Option<&Auth>>,
+    default_max_body: u64,
 ) -> Option<Route> {
     let before = problems.count();
     let matcher = match (raw.path, raw.exact) {
@@ -390,6 +394,7 @@ fn build_route(
         auth: auth_mode,
         require,
         forward_authorization: raw.forward_authorization.unwrap_or(true),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(default_max_body),
         timeout,
     })
 }

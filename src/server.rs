@@ -6,20 +6,23 @@
 //! turns 503, the listeners stop accepting, in-flight requests (streamed bodies included)
 //! finish within `server.shutdown_grace`, and it returns.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminContext, Health};
 use crate::app::App;
@@ -133,7 +136,6 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let settings = self.app.config().server.clone();
         let metrics = self.app.metrics().clone();
-        let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin_ctx = AdminContext {
@@ -149,28 +151,41 @@ impl Server {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_bytes)
+            .max_headers(settings.max_headers);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(settings.h2_max_concurrent_streams)
+            .max_header_list_size(settings.h2_max_header_list_bytes)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let shared = Arc::new(Shared {
+            app: self.app.clone(),
+            builder,
+            handshake_timeout: settings.tls_handshake_timeout,
+            idle_timeout: settings.idle_timeout,
+            total: Arc::new(Semaphore::new(settings.max_connections)),
+            per_ip: Mutex::default(),
+            max_per_ip: settings.max_connections_per_ip,
+            stop: stop_rx.clone(),
+            tracker: TaskTracker::new(),
+        });
         let mut accept_tasks = Vec::new();
         for bound in self.listeners {
-            let ctx = ConnContext {
-                app: self.app.clone(),
-                builder: builder.clone(),
-                handshake_timeout: settings.tls_handshake_timeout,
-                open: metrics
-                    .open_connections
-                    .with_label_values(&[&bound.config.name]),
-                handshake_failures: metrics
-                    .tls_handshake_failures
-                    .with_label_values(&[&bound.config.name]),
+            let name = bound.config.name.clone();
+            let counters = ListenerCounters {
+                open: metrics.open_connections.with_label_values(&[&name]),
+                handshake_failures: metrics.tls_handshake_failures.with_label_values(&[&name]),
+                rejected_total: metrics
+                    .connections_rejected
+                    .with_label_values(&[&name, "total_limit"]),
+                rejected_ip: metrics
+                    .connections_rejected
+                    .with_label_values(&[&name, "ip_limit"]),
             };
-            accept_tasks.push(tokio::spawn(accept_loop(
-                bound,
-                ctx,
-                graceful.clone(),
-                stop_rx.clone(),
-            )));
+            accept_tasks.push(tokio::spawn(accept_loop(bound, shared.clone(), counters)));
         }
 
         shutdown.await;
@@ -180,11 +195,11 @@ impl Server {
         for t in accept_tasks {
             let _ = t.await;
         }
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
+        shared.tracker.close();
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all connections closed"),
+            _ = shared.tracker.wait() => tracing::info!("all connections closed"),
             _ = tokio::time::sleep(settings.shutdown_grace) => {
-                tracing::warn!("grace period over; closing the remaining connections");
+                tracing::warn!(open = shared.tracker.len(), "grace period over; closing the remaining connections");
             }
         }
         let _ = admin_stop_tx.send(true);
@@ -194,24 +209,67 @@ impl Server {
     }
 }
 
-/// What every connection task needs.
-#[derive(Clone)]
-struct ConnContext {
+/// What every connection task shares.
+struct Shared {
     app: App,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    handshake_timeout: std::time::Duration,
-    /// `gateway_open_connections` of this listener.
-    open: IntGauge,
-    /// `gateway_tls_handshake_failures_total` of this listener.
-    handshake_failures: prometheus::IntCounter,
+    builder: auto::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    /// One permit per open connection (`server.max_connections`).
+    total: Arc<Semaphore>,
+    /// Open connections per client IP.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    /// Turns true when the server starts draining.
+    stop: watch::Receiver<bool>,
+    /// Every connection task, to wait for them when draining.
+    tracker: TaskTracker,
 }
 
-async fn accept_loop(
-    bound: Bound,
-    ctx: ConnContext,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// The metric handles of one listener.
+#[derive(Clone)]
+struct ListenerCounters {
+    open: IntGauge,
+    handshake_failures: IntCounter,
+    rejected_total: IntCounter,
+    rejected_ip: IntCounter,
+}
+
+/// A client IP's slot; released when the connection ends.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<IpSlot> {
+        let mut map = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= shared.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn accept_loop(bound: Bound, shared: Arc<Shared>, counters: ListenerCounters) {
+    let mut stop = shared.stop.clone();
     loop {
         let (stream, remote) = tokio::select! {
             _ = stop.changed() => return,
@@ -220,10 +278,19 @@ async fn accept_loop(
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(listener = %bound.config.name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        // Limits first: a refused connection is closed before any TLS or HTTP work.
+        let Ok(permit) = shared.total.clone().try_acquire_owned() else {
+            counters.rejected_total.inc();
+            continue;
+        };
+        let Some(slot) = IpSlot::take(&shared, remote.ip()) else {
+            counters.rejected_ip.inc();
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
@@ -232,14 +299,71 @@ async fn accept_loop(
             trust_forwarded: bound.config.trust_forwarded_headers,
         };
         let acceptor = bound.tls.clone();
-        let ctx = ctx.clone();
-        // Subscribe before spawning, so a shutdown signalled meanwhile is not missed.
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            ctx.open.inc();
-            serve_connection(stream, acceptor, info, &ctx, watcher).await;
-            ctx.open.dec();
+        let (shared2, counters) = (shared.clone(), counters.clone());
+        shared.tracker.spawn(async move {
+            counters.open.inc();
+            serve_connection(stream, acceptor, info, &shared2, &counters).await;
+            counters.open.dec();
+            drop((permit, slot));
         });
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `start` at the end of the last request.
+    last_ms: AtomicU64,
+    start: OnceLock<Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.start.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+}
+
+/// Held while a request (including its streamed response body) is in flight.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct Tracked {
+    inner: body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -247,45 +371,87 @@ async fn serve_connection(
     stream: TcpStream,
     acceptor: Option<TlsAcceptor>,
     info: ConnInfo,
-    ctx: &ConnContext,
-    watcher: Watcher,
+    shared: &Shared,
+    counters: &ListenerCounters,
 ) {
-    let app = ctx.app.clone();
+    match acceptor {
+        None => drive(TokioIo::new(stream), info, shared).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => drive(TokioIo::new(tls), info, shared).await,
+                Ok(Err(e)) => {
+                    counters.handshake_failures.inc();
+                    tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
+                }
+                Err(_) => {
+                    counters.handshake_failures.inc();
+                    tracing::debug!(client = %info.remote, "tls handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Serve HTTP on an established connection until it ends, it has been idle (nothing in
+/// flight) for `idle_timeout`, or the server drains; the last two close it gracefully.
+async fn drive<I>(io: TokioIo<I>, info: ConnInfo, shared: &Shared)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    activity.last_ms.store(activity.now_ms(), Ordering::SeqCst);
+    let app = shared.app.clone();
+    let tracked = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let app = app.clone();
+        let in_flight = InFlight::new(&tracked);
         async move {
             let mut request = request.map(body::boxed);
             request.extensions_mut().insert(info);
-            Ok::<_, Infallible>(app.handle(request).await)
+            let response = app.handle(request).await;
+            Ok::<_, Infallible>(response.map(|inner| {
+                body::boxed(Tracked {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }))
         }
     });
-    let result = match acceptor {
-        None => {
-            watcher
-                .watch(ctx.builder.serve_connection(TokioIo::new(stream), service))
-                .await
+    let conn = shared.builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stop = shared.stop.clone();
+    let mut closing = *stop.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_deadline = {
+            let idle_since = activity.last_ms.load(Ordering::SeqCst);
+            let elapsed = activity.now_ms().saturating_sub(idle_since);
+            shared
+                .idle_timeout
+                .saturating_sub(Duration::from_millis(elapsed))
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(idle_deadline), if !closing => {
+                let idle_since = activity.last_ms.load(Ordering::SeqCst);
+                let idle = Duration::from_millis(activity.now_ms().saturating_sub(idle_since));
+                if activity.in_flight.load(Ordering::SeqCst) == 0 && idle >= shared.idle_timeout {
+                    tracing::debug!(client = %info.remote, "closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
-        Some(acceptor) => {
-            let tls =
-                match tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        ctx.handshake_failures.inc();
-                        tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        ctx.handshake_failures.inc();
-                        tracing::debug!(client = %info.remote, "tls handshake timed out");
-                        return;
-                    }
-                };
-            watcher
-                .watch(ctx.builder.serve_connection(TokioIo::new(tls), service))
-                .await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
     }
 }

@@ -111,10 +111,11 @@ async fn metrics_change_exactly_after_a_known_sequence() {
     // Upstream errors by kind, and a failed TLS handshake.
     upstream.stop();
     assert_eq!(get("/health", None).await.unwrap().status(), 502);
+    // Two: a GET without a body that fails to connect is retried once.
     assert_eq!(
         gw.metric(r#"gateway_upstream_errors_total{kind="connect",upstream="properties"}"#)
             .await,
-        1.0
+        2.0
     );
     let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

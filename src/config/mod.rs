@@ -60,6 +60,26 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How often watched files are checked for changes; `None` turns watching off.
     pub reload_interval: Option<Duration>,
+    /// Open connections in total.
+    pub max_connections: usize,
+    /// Open connections per client IP.
+    pub max_connections_per_ip: usize,
+    /// Largest HTTP/1 request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most request header fields (431 beyond).
+    pub max_headers: usize,
+    /// Longest request target (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Default largest request body of a route (413 beyond).
+    pub max_body_bytes: u64,
+    /// Deadline for a whole request body (408 after).
+    pub body_read_timeout: Duration,
+    /// Idle connections (nothing in flight) are closed after this.
+    pub idle_timeout: Duration,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list.
+    pub h2_max_header_list_bytes: u32,
 }
 
 /// `admin:` settings.
@@ -346,6 +366,7 @@ pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         take("routes"),
         &upstreams,
         auth_present.then_some(auth.as_deref()),
+        server.max_body_bytes,
     );
 
     let config = Config {
@@ -428,6 +449,80 @@ fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings
             Duration::from_secs(2),
         ))
         .filter(|d| !d.is_zero()),
+        max_connections: at_least(
+            problems,
+            "server.max_connections",
+            raw.max_connections,
+            10_000,
+            1,
+        ),
+        max_connections_per_ip: at_least(
+            problems,
+            "server.max_connections_per_ip",
+            raw.max_connections_per_ip,
+            256,
+            1,
+        ),
+        max_header_bytes: at_least(
+            problems,
+            "server.max_header_bytes",
+            raw.max_header_bytes,
+            16 * 1024,
+            8192,
+        ),
+        max_headers: at_least(problems, "server.max_headers", raw.max_headers, 100, 8),
+        max_uri_bytes: at_least(
+            problems,
+            "server.max_uri_bytes",
+            raw.max_uri_bytes,
+            8 * 1024,
+            64,
+        ),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+        body_read_timeout: duration_or(
+            problems,
+            "server.body_read_timeout",
+            raw.body_read_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        idle_timeout: duration_or(
+            problems,
+            "server.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        h2_max_concurrent_streams: at_least(
+            problems,
+            "server.h2_max_concurrent_streams",
+            raw.h2_max_concurrent_streams,
+            100,
+            1,
+        ),
+        h2_max_header_list_bytes: at_least(
+            problems,
+            "server.h2_max_header_list_bytes",
+            raw.h2_max_header_list_bytes,
+            16 * 1024,
+            1024,
+        ),
+    }
+}
+
+/// A number setting with a default and a floor.
+fn at_least<T: PartialOrd + Copy + Display>(
+    problems: &mut Problems,
+    key: &str,
+    value: Option<T>,
+    default: T,
+    min: T,
+) -> T {
+    match value {
+        None => default,
+        Some(v) if v < min => {
+            problems.push(key, format!("must be at least {min}"));
+            default
+        }
+        Some(v) => v,
     }
 }
 

@@ -70,6 +70,26 @@ pub struct RawServer {
     /// How often the config, users, key and certificate files are checked for changes
     /// (default `2s`; `0s` turns watching off, SIGHUP still reloads).
     pub reload_interval: Option<String>,
+    /// Open client connections in total (default 10000); more are closed at accept.
+    pub max_connections: Option<usize>,
+    /// Open client connections per client IP address (default 256).
+    pub max_connections_per_ip: Option<usize>,
+    /// Largest HTTP/1 request head in bytes (default 16384); larger gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// Most request header fields (default 100); more gets 431.
+    pub max_headers: Option<usize>,
+    /// Longest request target (path and query) in bytes (default 8192); longer gets 414.
+    pub max_uri_bytes: Option<usize>,
+    /// Largest request body in bytes for routes that do not set their own (default 32 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// Deadline for receiving a whole request body (default `60s`); then 408.
+    pub body_read_timeout: Option<String>,
+    /// Close a connection with no request in flight after this long (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// HTTP/2 streams a client may have open at once (default 100).
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// Largest HTTP/2 header list in bytes (default 16384).
+    pub h2_max_header_list_bytes: Option<u32>,
 }
 
 /// One entry of `listeners:`.
@@ -115,6 +135,10 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     /// How long to wait for the response head, e.g. `30s`.
     pub timeout: Option<String>,
+    /// Connection failures after which an instance is skipped (default 3; 0 never skips).
+    pub max_failures: Option<u32>,
+    /// How long a failing instance is skipped before it is tried again (default `10s`).
+    pub cooldown: Option<String>,
 }
 
 /// One entry of `routes:`.
@@ -141,6 +165,8 @@ pub struct RawRoute {
     pub forward_authorization: Option<bool>,
     /// Upstream response timeout for this route, overriding the upstream's.
     pub timeout: Option<String>,
+    /// Largest request body for this route, in bytes (default `server.max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// `require:` of a route; all listed conditions must hold.

@@ -246,6 +246,7 @@ fn now() -> i64 {
 impl Store {
     /// An in-process store for one instance.
     pub fn memory(metrics: Metrics, subject_ttl: i64) -> Store {
+        metrics.store_connected.set(1);
         Store {
             backend: Backend::Memory(memory::MemoryBackend::default()),
             view: Arc::new(Revocations::new(subject_ttl)),

@@ -110,10 +110,10 @@ impl RedisBackend {
         let mut conn = self.conn()?;
         let now = crate::auth::jwt::now() as i64;
         let kind = kind_name(r.kind);
-        // jti/fam entries live until the token expires; subject entries for 30 days, longer
-        // than any token the gateway issues.
+        // jti/fam entries live until the token expires; subject entries as long as the
+        // longest refresh token the gateway may issue.
         let ttl = match r.kind {
-            RevocationKind::Sub => 30 * 86400,
+            RevocationKind::Sub => crate::auth::MAX_REFRESH_TTL_SECS as i64,
             _ => (r.at - now).max(1),
         };
         let message = serde_json::to_string(r).map_err(err)?;
