@@ -77,6 +77,7 @@ pub fn build(
     base_dir: &Path,
     raw: Vec<RawExternalIssuer>,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
 ) -> Vec<ExternalIssuer> {
     let mut out = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -163,6 +164,7 @@ pub fn build(
                 issuer: Some(r.issuer.clone()),
                 audience: r.audience,
                 leeway_secs,
+                max_lifetime_secs,
             },
             issuer: r.issuer,
             cache,

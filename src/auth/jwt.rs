@@ -65,6 +65,8 @@ pub struct TokenRules {
     pub audience: Option<String>,
     /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
     pub leeway_secs: u64,
+    /// Longest access-token lifetime accepted (`exp - iat`, or `exp - now` without `iat`).
+    pub max_lifetime_secs: u64,
 }
 
 /// The two kinds of token, by their `type` claim.
@@ -339,7 +341,7 @@ impl KeySet {
         let header_bytes = URL_SAFE_NO_PAD
             .decode(header_b64.trim_end_matches('='))
             .map_err(|_| unprocessable("Invalid header padding", "malformed"))?;
-        let header: Map<String, Value> = match serde_json::from_slice::<Value>(&header_bytes) {
+        let header: Map<String, Value> = match parse_object(&header_bytes) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
                 return Err(unprocessable(
@@ -412,7 +414,7 @@ impl KeySet {
             ));
         }
 
-        let claims = match serde_json::from_slice::<Value>(&payload_bytes) {
+        let claims = match parse_object(&payload_bytes) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
                 return Err(unprocessable(
@@ -569,6 +571,38 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
     })
 }
 
+/// Parse a JSON object, refusing duplicate member names (RFC 8725: a claim a verifier
+/// reads differently from another verifier is an attack). Errors are PyJWT-like reasons.
+fn parse_object(bytes: &[u8]) -> Result<Value, String> {
+    use serde::de::{Deserializer as _, Error as _, MapAccess, Visitor};
+
+    struct Strict;
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+            let mut map = Map::new();
+            while let Some(key) = access.next_key::<String>()? {
+                if map.contains_key(&key) {
+                    return Err(A::Error::custom(format!("duplicate member {key:?}")));
+                }
+                let value: Value = access.next_value()?;
+                map.insert(key, value);
+            }
+            Ok(Value::Object(map))
+        }
+    }
+    // Anything that is not an object is reported as such, like PyJWT does.
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(Strict).map_err(|e| e.to_string())
+}
+
 /// Read a NumericDate claim the way PyJWT does (`int(value)`: fractions are truncated).
 fn numeric_claim(
     claims: &Map<String, Value>,
@@ -614,7 +648,8 @@ fn validate_claims(
     if !claims.contains_key("exp") {
         return Err(missing("exp"));
     }
-    if let Some(iat) = numeric_claim(&claims, "iat", "Issued At")? {
+    let issued_at = numeric_claim(&claims, "iat", "Issued At")?;
+    if let Some(iat) = issued_at {
         if iat > now + leeway {
             return Err(unprocessable(
                 "The token is not yet valid (iat)",
@@ -632,6 +667,15 @@ fn validate_claims(
     }
     let exp = numeric_claim(&claims, "exp", "Expiration Time")?.ok_or_else(|| missing("exp"))?;
     let expired = exp <= now - leeway;
+    // RFC 8725: refuse access tokens meant to live longer than the configured maximum.
+    if expect == TokenType::Access
+        && exp - issued_at.unwrap_or(now) > rules.max_lifetime_secs as i64 + leeway
+    {
+        return Err(unprocessable(
+            "Token lifetime exceeds the allowed maximum",
+            "lifetime",
+        ));
+    }
     if let Some(iss) = &rules.issuer {
         match claims.get("iss") {
             None => return Err(missing("iss")),
@@ -708,7 +752,7 @@ fn validate_claims(
     Ok(Identity {
         jti: string_claim("jti"),
         family: string_claim("fam"),
-        iat: numeric_claim(&claims, "iat", "Issued At")?,
+        iat: issued_at,
         exp,
         sub,
         roles,
@@ -809,6 +853,7 @@ mod tests {
             issuer: None,
             audience: None,
             leeway_secs: 0,
+            max_lifetime_secs: 86400,
         }
     }
 
@@ -882,5 +927,42 @@ mod tests {
         assert_eq!(msg(&nbf), "The token is not yet valid (nbf)");
         let no_exp = sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"x"}"#, SECRET);
         assert_eq!(msg(&no_exp), "Token is missing the \"exp\" claim");
+    }
+
+    #[test]
+    fn duplicate_members_and_overlong_lifetimes_are_refused() {
+        let keys = KeySet::hmac(SECRET, None);
+        let msg = |t: &str| {
+            keys.verify(t, &rules(), 1000, TokenType::Access)
+                .unwrap_err()
+                .msg
+        };
+        let dup = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","exp":2000,"sub":"admin"}"#,
+            SECRET,
+        );
+        assert_eq!(
+            msg(&dup),
+            "Invalid payload string: duplicate member \"sub\" at line 1 column 27"
+        );
+        let dup_header = sign_raw(
+            r#"{"alg":"HS256","alg":"none"}"#,
+            r#"{"sub":"x","exp":2000}"#,
+            SECRET,
+        );
+        assert!(msg(&dup_header).starts_with("Invalid header string: duplicate member"));
+        let long = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","iat":1000,"exp":90000}"#,
+            SECRET,
+        );
+        assert_eq!(msg(&long), "Token lifetime exceeds the allowed maximum");
+        let ok = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"x","iat":1000,"exp":87400}"#,
+            SECRET,
+        );
+        assert!(keys.verify(&ok, &rules(), 1000, TokenType::Access).is_ok());
     }
 }

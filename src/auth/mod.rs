@@ -118,9 +118,22 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
             std::time::Duration::ZERO,
         )
         .as_secs(),
+        max_lifetime_secs: duration_or(
+            problems,
+            "auth.max_token_lifetime",
+            raw.max_token_lifetime.as_deref(),
+            std::time::Duration::from_secs(86400),
+        )
+        .as_secs(),
     };
     if rules.ttl_secs == 0 {
         problems.push("auth.access_token_ttl", "must be at least 1s");
+    }
+    if rules.ttl_secs > rules.max_lifetime_secs {
+        problems.push(
+            "auth.access_token_ttl",
+            "is longer than auth.max_token_lifetime (default 24h): tokens would be refused",
+        );
     }
     let headers = raw.identity_headers;
     let mut header = |key: &str, value: Option<String>, default: &'static str| {
@@ -189,6 +202,7 @@ pub fn build(problems: &mut Problems, base_dir: &Path, raw: RawAuth) -> Option<A
         base_dir,
         raw.external_issuers.unwrap_or_default(),
         rules.leeway_secs,
+        rules.max_lifetime_secs,
     );
     if raw.users.is_none() && raw.users_file.is_none() {
         problems.push("auth", "configure users (inline) or users_file");

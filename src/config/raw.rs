@@ -204,6 +204,8 @@ pub struct RawAuth {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf` (default `0s`).
     pub leeway: Option<String>,
+    /// Longest access-token lifetime accepted, `exp - iat` (default `24h`).
+    pub max_token_lifetime: Option<String>,
     /// `flask` (default) or `rfc6750`.
     pub errors: Option<String>,
     /// Headers carrying the verified identity to the upstream.
