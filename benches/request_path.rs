@@ -28,6 +28,7 @@ fn config(upstream: &str) -> gateway::config::Config {
 listeners: [{{ address: "127.0.0.1:0", plaintext: true }}]
 upstreams: {{ backend: {{ url: "{upstream}" }} }}
 auth:
+  login_limits: {{ enabled: false }}
   users: [{{ email: bench@example.com, password_hash: "{HASH}" }}]
   keys: [{{ algorithm: HS256, secret: "bench-secret-bench-secret-bench-secret" }}]
 routes:
@@ -147,5 +148,31 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Login answers for an unknown user and for a wrong password: same status and body, and
+/// (the point of this bench) the same time, since both compute one argon2id hash.
+fn login_timing(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let app = gateway::app(Arc::new(config("http://127.0.0.1:9")));
+    let mut group = c.benchmark_group("login");
+    group.sample_size(30);
+    for (name, email) in [("unknown_user", "nobody@example.com"), ("wrong_password", "bench@example.com")] {
+        let body = format!(r#"{{"email": "{email}", "password": "not the password"}}"#);
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let request = Request::post("/users/login")
+                    .header("content-type", "application/json")
+                    .body(gateway::body::full(body.clone()))
+                    .expect("request");
+                let app = app.clone();
+                async move {
+                    let response = app.handle(request).await;
+                    assert_eq!(response.status(), 401);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, login_timing);
 criterion_main!(benches);
