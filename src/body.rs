@@ -76,7 +76,9 @@ impl LimitState {
 struct Limited {
     inner: Body,
     remaining: u64,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    /// Created the first time the body is not ready, so quick bodies never arm a timer.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     state: LimitState,
 }
 
@@ -101,7 +103,11 @@ impl http_body::Body for Limited {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
                     this.state.set(BodyLimit::TimedOut);
                     return Poll::Ready(Some(Err(Box::new(BodyLimit::TimedOut))));
                 }
@@ -124,10 +130,15 @@ impl http_body::Body for Limited {
 /// limit stopped it.
 pub fn limited(body: Body, max: u64, deadline: std::time::Duration) -> (Body, LimitState) {
     let state = LimitState::default();
+    if http_body::Body::is_end_stream(&body) {
+        // Nothing to limit (a GET, say): no wrapper, no timer.
+        return (body, state);
+    }
     let limited = Limited {
         inner: body,
         remaining: max,
-        deadline: Box::pin(tokio::time::sleep(deadline)),
+        deadline: tokio::time::Instant::now() + deadline,
+        timer: None,
         state: state.clone(),
     };
     (limited.boxed_unsync(), state)

@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 use gateway::auth::jwt::{access_claims, now};
 use gateway::config::{self, Config, LogFormat, TlsSetting};
 
+/// mimalloc: measurably less time in malloc/free on the request path than glibc's
+/// allocator (docs/benchmarks.md), and less fragmentation with many connections.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A TLS-terminating reverse-proxy authentication gateway.
 #[derive(Parser)]
 #[command(version, about)]

@@ -304,6 +304,7 @@ pub async fn forward(
     let retryable = parts.method.is_idempotent() && http_body::Body::is_end_stream(&body);
     let upstream = &route.upstream;
     let mut body = Some(body);
+    let mut headers = Some(std::mem::take(&mut parts.headers));
     let mut attempt = 0;
     let response = loop {
         attempt += 1;
@@ -317,7 +318,11 @@ pub async fn forward(
         let mut request_parts = Request::new(()).into_parts().0;
         request_parts.method = parts.method.clone();
         request_parts.version = parts.version;
-        request_parts.headers = parts.headers.clone();
+        // Only a retryable request needs its headers again.
+        request_parts.headers = match (retryable, &mut headers) {
+            (true, Some(h)) => h.clone(),
+            (_, h) => h.take().unwrap_or_default(),
+        };
         request_parts.headers.insert(HOST, target.host.clone());
         request_parts.uri = Uri::builder()
             .scheme("http")

@@ -52,7 +52,14 @@ pub struct KeySet {
     keys: Vec<Key>,
     signer: Option<usize>,
     allowed: Vec<Algorithm>,
+    /// Access tokens already verified with an asymmetric key (the whole token is the
+    /// key), so presenting the same RS256/ES256 token again costs a lookup instead of a
+    /// signature check. Bounded; an entry is used only while the token is unexpired.
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, Identity>>,
 }
+
+/// Most entries of the verified-token cache.
+const VERIFIED_CACHE_MAX: usize = 10_000;
 
 /// Rules for the registered claims.
 #[derive(Debug, Clone)]
@@ -196,6 +203,7 @@ impl KeySet {
             keys,
             signer,
             allowed,
+            verified: Default::default(),
         })
     }
 
@@ -211,6 +219,7 @@ impl KeySet {
             }],
             signer: Some(0),
             allowed: vec![Algorithm::HS256],
+            verified: Default::default(),
         }
     }
 
@@ -284,6 +293,7 @@ impl KeySet {
             keys,
             signer: None,
             allowed: algorithms.to_vec(),
+            verified: Default::default(),
         }
     }
 
@@ -331,6 +341,11 @@ impl KeySet {
         now: u64,
         expect: TokenType,
     ) -> Result<Identity, TokenError> {
+        if expect == TokenType::Access {
+            if let Some(identity) = self.cached(token, rules, now) {
+                return Ok(identity);
+            }
+        }
         // Layout, as PyJWT splits it: header.payload.signature, payload may not contain '.'.
         let (signing_input, signature) = token
             .rsplit_once('.')
@@ -429,7 +444,44 @@ impl KeySet {
                 ))
             }
         };
-        validate_claims(claims, rules, now, expect)
+        let identity = validate_claims(claims, rules, now, expect)?;
+        let asymmetric = !matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if asymmetric && expect == TokenType::Access {
+            self.remember(token, &identity, now);
+        }
+        Ok(identity)
+    }
+
+    /// A previously verified token, while it is unexpired. Its other claims were checked
+    /// then and do not change with time (nbf and iat only become more valid).
+    fn cached(&self, token: &str, rules: &TokenRules, now: u64) -> Option<Identity> {
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.is_empty() {
+            return None;
+        }
+        match cache.get(token) {
+            Some(id) if id.exp > now as i64 - rules.leeway_secs as i64 => Some(id.clone()),
+            Some(_) => {
+                // Expired: forget it; the full check gives the proper error.
+                cache.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, token: &str, identity: &Identity, now: u64) {
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.retain(|_, id| id.exp > now as i64);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(token.into(), identity.clone());
     }
 }
 
