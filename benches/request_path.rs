@@ -130,6 +130,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&runtime).iter(|| {
             let app = app.clone();
             let request = Request::get("/properties/1")
+                .header("host", "localhost")
                 .header("authorization", bearer.as_str())
                 .body(gateway::body::empty())
                 .expect("request");
@@ -151,15 +152,23 @@ fn bench(c: &mut Criterion) {
 /// Login answers for an unknown user and for a wrong password: same status and body, and
 /// (the point of this bench) the same time, since both compute one argon2id hash.
 fn login_timing(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let app = gateway::app(Arc::new(config("http://127.0.0.1:9")));
     let mut group = c.benchmark_group("login");
     group.sample_size(30);
-    for (name, email) in [("unknown_user", "nobody@example.com"), ("wrong_password", "bench@example.com")] {
+    for (name, email) in [
+        ("unknown_user", "nobody@example.com"),
+        ("wrong_password", "bench@example.com"),
+    ] {
         let body = format!(r#"{{"email": "{email}", "password": "not the password"}}"#);
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 let request = Request::post("/users/login")
+                    .header("host", "localhost")
                     .header("content-type", "application/json")
                     .body(gateway::body::full(body.clone()))
                     .expect("request");

@@ -212,6 +212,9 @@ async fn route(
         return match (result, limit.hit()) {
             (Err(_), Some(crate::body::BodyLimit::TooLarge)) => Err(GatewayError::PayloadTooLarge),
             (Err(_), Some(crate::body::BodyLimit::TimedOut)) => Err(GatewayError::RequestTimeout),
+            (Err(_), Some(crate::body::BodyLimit::Broken)) => {
+                Err(GatewayError::BadRequest("Malformed request body".into()))
+            }
             (result, _) => result,
         };
     }

@@ -46,9 +46,13 @@ pub enum BodyLimit {
     /// Not fully received before the deadline.
     #[error("request body not received in time")]
     TimedOut,
+    /// The client's body itself failed (bad chunk framing, a reset connection...).
+    #[error("request body broken")]
+    Broken,
 }
 
-/// Records which limit (if any) stopped a body, for the proxy to answer 413 or 408.
+/// Records which limit (if any) stopped a body, for the proxy to answer 413, 408 or 400
+/// (and not blame the upstream).
 #[derive(Debug, Clone, Default)]
 pub struct LimitState(std::sync::Arc<std::sync::atomic::AtomicU8>);
 
@@ -57,6 +61,7 @@ impl LimitState {
         let code = match limit {
             BodyLimit::TooLarge => 1,
             BodyLimit::TimedOut => 2,
+            BodyLimit::Broken => 3,
         };
         self.0.store(code, std::sync::atomic::Ordering::SeqCst);
     }
@@ -66,6 +71,7 @@ impl LimitState {
         match self.0.load(std::sync::atomic::Ordering::SeqCst) {
             1 => Some(BodyLimit::TooLarge),
             2 => Some(BodyLimit::TimedOut),
+            3 => Some(BodyLimit::Broken),
             _ => None,
         }
     }
@@ -101,6 +107,10 @@ impl http_body::Body for Limited {
                 }
                 this.remaining -= len;
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.state.set(BodyLimit::Broken);
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => {
                 let deadline = this.deadline;

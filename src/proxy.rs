@@ -336,6 +336,17 @@ pub async fn forward(
         let started = std::time::Instant::now();
         let result =
             tokio::time::timeout(route.timeout, upstream.client.request(upstream_request)).await;
+        // A failure caused by the client's body is the client's: answer it, and do not
+        // count it against the upstream or the instance.
+        if let (Ok(Err(_)), Some(hit)) = (&result, limit.hit()) {
+            return Err(match hit {
+                body::BodyLimit::TooLarge => GatewayError::PayloadTooLarge,
+                body::BodyLimit::TimedOut => GatewayError::RequestTimeout,
+                body::BodyLimit::Broken => {
+                    GatewayError::BadRequest("Malformed request body".into())
+                }
+            });
+        }
         let error_kind = match &result {
             Ok(Ok(_)) => None,
             Err(_) => Some("timeout"),
@@ -362,12 +373,6 @@ pub async fn forward(
             Ok(Ok(r)) => break r,
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
-                if let Some(hit) = limit.hit() {
-                    return Err(match hit {
-                        body::BodyLimit::TooLarge => GatewayError::PayloadTooLarge,
-                        body::BodyLimit::TimedOut => GatewayError::RequestTimeout,
-                    });
-                }
                 if e.is_connect() && retryable && attempt < 2 {
                     tracing::debug!(upstream = %upstream.name, error = %e, "connect failed; retrying");
                     continue;
