@@ -4,65 +4,18 @@
 //!
 //!     cargo bench --bench request_path
 
-use std::convert::Infallible;
-use std::path::Path;
+mod support;
+
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use support::{config, start_upstream};
 
 use gateway::auth::jwt::{access_claims, now, TokenType};
 use gateway::routing::normalize_path;
 use gateway::store::{Revocation, RevocationKind, Store};
-
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$Ps4Uxv+gTwrI54Rt5O6Jsg$w0FdW+8A7fB8Zfmx1p/KmcssOGVhUP7lZf0I7hBLRN0";
-
-fn config(upstream: &str) -> gateway::config::Config {
-    let yaml = format!(
-        r#"
-listeners: [{{ address: "127.0.0.1:0", plaintext: true }}]
-upstreams: {{ backend: {{ url: "{upstream}" }} }}
-auth:
-  login_limits: {{ enabled: false }}
-  users: [{{ email: bench@example.com, password_hash: "{HASH}" }}]
-  keys: [{{ algorithm: HS256, secret: "bench-secret-bench-secret-bench-secret" }}]
-routes:
-  - {{ name: health, exact: /health, upstream: backend, auth: public }}
-  - {{ name: properties, path: /properties, methods: [GET], upstream: backend }}
-  - {{ name: echo, path: /echo, upstream: backend }}
-"#
-    );
-    gateway::config::from_yaml(&yaml, Path::new("bench.yaml")).expect("bench config")
-}
-
-/// A minimal upstream: answers every request with a small JSON body.
-async fn start_upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                        br#"{"id":1,"city":"Paris"}"#,
-                    ))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
