@@ -105,7 +105,7 @@ impl App {
             .headers_mut()
             .insert(&X_REQUEST_ID, request_id.clone());
         let method = request.method().clone();
-        let raw_path = request.uri().path().to_owned();
+        let uri = request.uri().clone();
         let client = request.extensions().get::<ConnInfo>().map(|c| c.remote);
 
         let mut outcome = Outcome::default();
@@ -143,7 +143,7 @@ impl App {
             request_id = request_id.to_str().unwrap_or(""),
             client = client.map(|c| c.to_string()).unwrap_or_default(),
             method = method.as_str(),
-            path = raw_path,
+            path = uri.path(),
             route = route_label,
             status = status.as_u16(),
             duration_ms = elapsed.as_micros() as f64 / 1000.0,

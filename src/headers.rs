@@ -52,12 +52,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Remove every header whose name equals one of `names` once `_` is read as `-`, so
 /// `X_Auth_Subject` cannot pass for `X-Auth-Subject` at a backend that folds them.
 pub fn remove_spellings_of(headers: &mut HeaderMap, names: &[&HeaderName]) {
+    let same = |name: &str, target: &str| {
+        name.len() == target.len()
+            && name
+                .bytes()
+                .zip(target.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            let folded = k.as_str().replace('_', "-");
-            names.iter().any(|n| n.as_str() == folded)
-        })
+        .filter(|k| names.iter().any(|n| same(k.as_str(), n.as_str())))
         .cloned()
         .collect();
     for name in doomed {

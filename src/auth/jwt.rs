@@ -374,9 +374,12 @@ impl KeySet {
         let payload_bytes = URL_SAFE_NO_PAD
             .decode(payload_b64.trim_end_matches('='))
             .map_err(|_| unprocessable("Invalid payload padding", "malformed"))?;
-        if URL_SAFE_NO_PAD
-            .decode(signature.trim_end_matches('='))
-            .is_err()
+        // The signature is decoded once, by the verifier; here only its alphabet is checked.
+        let sig = signature.trim_end_matches('=');
+        if sig.len() % 4 == 1
+            || !sig
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(unprocessable("Invalid crypto padding", "malformed"));
         }
@@ -645,14 +648,36 @@ fn parse_object(bytes: &[u8]) -> Result<Value, String> {
             }
             Ok(Value::Object(map))
         }
+        // Any other JSON value is "not an object" (Null stands for all of them), reported
+        // as such by the caller, like PyJWT does.
+        fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Value::Null)
+        }
     }
-    // Anything that is not an object is reported as such, like PyJWT does.
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if !value.is_object() {
-        return Ok(value);
-    }
+    // One pass: strict for objects, and trailing bytes refused as serde_json::from_slice does.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_map(Strict).map_err(|e| e.to_string())
+    let value = de.deserialize_any(Strict).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 /// Read a NumericDate claim the way PyJWT does (`int(value)`: fractions are truncated).
