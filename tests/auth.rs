@@ -109,6 +109,36 @@ async fn get(gw: &Gateway, path: &str, authorization: Option<&str>) -> Reply {
     send(request).await
 }
 
+/// `GET path` with `Authorization: Bearer <token>`.
+async fn get_bearer(gw: &Gateway, path: &str, token: &str) -> Reply {
+    get(gw, path, Some(&format!("Bearer {token}"))).await
+}
+
+/// `GET /properties` with a token signed over `claims`: assert `status` and `msg`.
+async fn assert_claims_refused(gw: &Gateway, claims: &Value, status: StatusCode, msg: &str) {
+    let reply = get_bearer(gw, "/properties", &token(claims)).await;
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(reply.msg(), msg);
+}
+
+/// `POST /users/login` with a raw body and `Content-Type`.
+async fn login_raw(gw: &Gateway, content_type: &str, body: &'static str) -> Reply {
+    send(
+        gw.client()
+            .post(gw.url("/users/login"))
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await
+}
+
+/// A JSON `{"msg": ...}` error with `status` and a non-empty message.
+fn assert_json_error(reply: &Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert!(reply.content_type().starts_with("application/json"));
+    assert!(!reply.msg().is_empty());
+}
+
 /// `POST /users/login` with a JSON body.
 async fn login(gw: &Gateway, email: &str, password: &str) -> Reply {
     send(
@@ -233,7 +263,7 @@ async fn seed_flow_login_then_get_properties() {
         let token = body["access_token"].as_str().expect("access_token string");
         assert_eq!(token.split('.').count(), 3, "not a compact JWT: {token}");
 
-        let reply = get(&gw, "/properties", Some(&format!("Bearer {token}"))).await;
+        let reply = get_bearer(&gw, "/properties", token).await;
         assert_eq!(
             reply.status,
             StatusCode::OK,
@@ -342,16 +372,9 @@ async fn login_email_ignores_case() {
 async fn login_malformed_json_is_400() {
     within(async {
         let (_upstream, gw) = start().await;
-        let reply = send(
-            gw.client()
-                .post(gw.url("/users/login"))
-                .header("content-type", "application/json")
-                .body(r#"{"email": "test@example.com", "password": "#),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
-        assert!(reply.content_type().starts_with("application/json"));
-        assert!(!reply.msg().is_empty());
+        let body = r#"{"email": "test@example.com", "password": "#;
+        let reply = login_raw(&gw, "application/json", body).await;
+        assert_json_error(&reply, StatusCode::BAD_REQUEST);
     })
     .await
 }
@@ -366,9 +389,7 @@ async fn login_missing_password_is_400() {
                 .json(&json!({"email": "test@example.com"})),
         )
         .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
-        assert!(reply.content_type().starts_with("application/json"));
-        assert!(!reply.msg().is_empty());
+        assert_json_error(&reply, StatusCode::BAD_REQUEST);
     })
     .await
 }
@@ -377,21 +398,9 @@ async fn login_missing_password_is_400() {
 async fn login_non_json_content_type_is_415() {
     within(async {
         let (_upstream, gw) = start().await;
-        let reply = send(
-            gw.client()
-                .post(gw.url("/users/login"))
-                .header("content-type", "text/plain")
-                .body(r#"{"email": "test@example.com", "password": "password"}"#),
-        )
-        .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "{}",
-            reply.text
-        );
-        assert!(reply.content_type().starts_with("application/json"));
-        assert!(!reply.msg().is_empty());
+        let body = r#"{"email": "test@example.com", "password": "password"}"#;
+        let reply = login_raw(&gw, "text/plain", body).await;
+        assert_json_error(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     })
     .await
 }
@@ -517,19 +526,13 @@ async fn nbf_in_the_future_is_422() {
             access_claims("test@example.com"),
             json!({"nbf": support::now() + 600}),
         );
-        let reply = get(
+        assert_claims_refused(
             &gw,
-            "/properties",
-            Some(&format!("Bearer {}", token(&claims))),
+            &claims,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The token is not yet valid (nbf)",
         )
         .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.text
-        );
-        assert_eq!(reply.msg(), "The token is not yet valid (nbf)");
     })
     .await
 }
@@ -602,7 +605,7 @@ async fn rfc6750_mode_turns_token_failures_into_401_invalid_token() {
             &access_claims("test@example.com"),
             OTHER_SECRET,
         );
-        let reply = get(&gw, "/properties", Some(&format!("Bearer {bad}"))).await;
+        let reply = get_bearer(&gw, "/properties", &bad).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
         let challenge = reply.header("www-authenticate").expect("WWW-Authenticate");
         assert!(challenge.starts_with("Bearer"), "{challenge}");
@@ -636,7 +639,7 @@ async fn issuer_and_audience_are_issued_and_accepted() {
         let claims = segment(&token, 1);
         assert_eq!(claims["iss"], "https://issuer.test", "{claims}");
         assert_eq!(claims["aud"], "api", "{claims}");
-        let reply = get(&gw, "/properties", Some(&format!("Bearer {token}"))).await;
+        let reply = get_bearer(&gw, "/properties", &token).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     })
     .await
@@ -650,19 +653,13 @@ async fn wrong_issuer_is_422() {
             access_claims("test@example.com"),
             json!({"iss": "https://evil.test", "aud": "api"}),
         );
-        let reply = get(
+        assert_claims_refused(
             &gw,
-            "/properties",
-            Some(&format!("Bearer {}", token(&claims))),
+            &claims,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid issuer",
         )
         .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.text
-        );
-        assert_eq!(reply.msg(), "Invalid issuer");
     })
     .await
 }
@@ -675,19 +672,13 @@ async fn wrong_audience_is_422() {
             access_claims("test@example.com"),
             json!({"iss": "https://issuer.test", "aud": "other"}),
         );
-        let reply = get(
+        assert_claims_refused(
             &gw,
-            "/properties",
-            Some(&format!("Bearer {}", token(&claims))),
+            &claims,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Audience doesn't match",
         )
         .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.text
-        );
-        assert_eq!(reply.msg(), "Audience doesn't match");
     })
     .await
 }
@@ -700,20 +691,14 @@ async fn missing_audience_is_422() {
             access_claims("test@example.com"),
             json!({"iss": "https://issuer.test"}),
         );
-        let reply = get(
+        // PyJWT's MissingRequiredClaimError("aud").
+        assert_claims_refused(
             &gw,
-            "/properties",
-            Some(&format!("Bearer {}", token(&claims))),
+            &claims,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Token is missing the \"aud\" claim",
         )
         .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.text
-        );
-        // PyJWT's MissingRequiredClaimError("aud").
-        assert_eq!(reply.msg(), "Token is missing the \"aud\" claim");
     })
     .await
 }
@@ -755,13 +740,11 @@ async fn admin_route_needs_admin_role() {
     within(async {
         let (_upstream, gw) = start().await;
         let user = gw.login("test@example.com", "password").await;
-        let reply = get(&gw, "/echo/admin", Some(&format!("Bearer {user}"))).await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
-        assert!(reply.content_type().starts_with("application/json"));
-        assert!(!reply.msg().is_empty());
+        let reply = get_bearer(&gw, "/echo/admin", &user).await;
+        assert_json_error(&reply, StatusCode::FORBIDDEN);
 
         let admin = gw.login("admin@example.com", "password").await;
-        let reply = get(&gw, "/echo/admin", Some(&format!("Bearer {admin}"))).await;
+        let reply = get_bearer(&gw, "/echo/admin", &admin).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         assert_eq!(reply.json()["path"], "/echo/admin");
     })

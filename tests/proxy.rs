@@ -41,6 +41,44 @@ async fn json_body(response: Response) -> Value {
         .expect("a JSON body")
 }
 
+/// The upstream and a gateway with the default test configuration.
+async fn start() -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let gw = Gateway::start_default(&upstream).await;
+    (upstream, gw)
+}
+
+/// [`start`], plus an access token for the test user.
+async fn start_logged_in() -> (Upstream, Gateway, String) {
+    let (upstream, gw) = start().await;
+    let token = gw.login("test@example.com", "password").await;
+    (upstream, gw, token)
+}
+
+/// Send a 10 MiB upload with a 60 s deadline; assert it succeeded.
+async fn upload(what: &str, request: reqwest::RequestBuilder) -> Response {
+    let response = within(60, what, request.send()).await.expect("upload");
+    assert_eq!(response.status(), 200);
+    response
+}
+
+/// Assert a 200 response and return its JSON body.
+async fn ok_json(response: Response) -> Value {
+    assert_eq!(response.status(), 200);
+    json_body(response).await
+}
+
+/// Assert a gateway 405 with `Allow: allow`.
+async fn assert_not_allowed(response: Response, allow: &str) {
+    assert_eq!(response.headers().get("allow").unwrap(), allow);
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+    )
+    .await;
+}
+
 /// Every value the upstream's `/echo` saw for header `name`.
 fn echoed(echo: &Value, name: &str) -> Vec<String> {
     echo["headers"]
@@ -123,8 +161,7 @@ async fn assert_error(response: Response, status: StatusCode, msg: &str) {
 
 #[tokio::test]
 async fn public_route_is_forwarded_over_tls() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
+    let (_upstream, gw) = start().await;
     let response = gw.client().get(gw.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
@@ -134,14 +171,11 @@ async fn public_route_is_forwarded_over_tls() {
 
 #[tokio::test]
 async fn authenticated_get_returns_upstream_list_and_query_is_forwarded_verbatim() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
     let client = gw.client();
 
     let response = send(client.get(gw.url("/properties")).bearer_auth(&token)).await;
-    assert_eq!(response.status(), 200);
-    let all = json_body(response).await;
+    let all = ok_json(response).await;
     let all = all.as_array().expect("a JSON list");
     assert_eq!(all.len(), 5, "the seeded store has five listings: {all:?}");
     assert!(all
@@ -154,8 +188,7 @@ async fn authenticated_get_returns_upstream_list_and_query_is_forwarded_verbatim
             .bearer_auth(&token),
     )
     .await;
-    assert_eq!(response.status(), 200);
-    let london = json_body(response).await;
+    let london = ok_json(response).await;
     let london = london.as_array().expect("a JSON list");
     assert_eq!(london.len(), 2, "two London listings: {london:?}");
     assert!(london.iter().all(|p| p["city"] == "London"));
@@ -169,8 +202,7 @@ async fn authenticated_get_returns_upstream_list_and_query_is_forwarded_verbatim
             .bearer_auth(&token),
     )
     .await;
-    assert_eq!(response.status(), 200);
-    let echo = json_body(response).await;
+    let echo = ok_json(response).await;
     assert_eq!(echo["query"], query);
     assert_eq!(echo["path"], "/echo");
     assert_eq!(echo["method"], "GET");
@@ -178,9 +210,7 @@ async fn authenticated_get_returns_upstream_list_and_query_is_forwarded_verbatim
 
 #[tokio::test]
 async fn post_creates_property_and_location_passes_through() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
     let client = gw.client();
 
     let new = json!({"title": "Loft", "city": "Paris", "price": 700000, "bedrooms": 2});
@@ -213,22 +243,16 @@ async fn post_creates_property_and_location_passes_through() {
 
 #[tokio::test]
 async fn ten_mib_chunked_request_body_streams_to_upstream_over_http1() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
-    let response = within(
-        60,
+    let response = upload(
         "10 MiB chunked upload",
         gw.client_http1()
             .post(gw.url("/echo"))
             .bearer_auth(&token)
-            .body(streamed_body(TEN_MIB))
-            .send(),
+            .body(streamed_body(TEN_MIB)),
     )
-    .await
-    .expect("upload");
-    assert_eq!(response.status(), 200);
+    .await;
     assert_eq!(response.version(), Version::HTTP_11);
     let echo = json_body(response).await;
     assert_eq!(echo["body_bytes"], 10_485_760);
@@ -240,22 +264,16 @@ async fn ten_mib_chunked_request_body_streams_to_upstream_over_http1() {
 
 #[tokio::test]
 async fn ten_mib_streamed_request_body_streams_to_upstream_over_http2() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
-    let response = within(
-        60,
+    let response = upload(
         "10 MiB streamed h2 upload",
         gw.client()
             .put(gw.url("/echo/upload"))
             .bearer_auth(&token)
-            .body(streamed_body(TEN_MIB))
-            .send(),
+            .body(streamed_body(TEN_MIB)),
     )
-    .await
-    .expect("upload");
-    assert_eq!(response.status(), 200);
+    .await;
     assert_eq!(response.version(), Version::HTTP_2);
     let echo = json_body(response).await;
     assert_eq!(echo["body_bytes"], 10_485_760);
@@ -265,22 +283,16 @@ async fn ten_mib_streamed_request_body_streams_to_upstream_over_http2() {
 
 #[tokio::test]
 async fn ten_mib_request_body_with_content_length_reaches_upstream() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
-    let response = within(
-        60,
+    let response = upload(
         "10 MiB upload with Content-Length",
         gw.client_http1()
             .post(gw.url("/echo"))
             .bearer_auth(&token)
-            .body(vec![b'b'; TEN_MIB])
-            .send(),
+            .body(vec![b'b'; TEN_MIB]),
     )
-    .await
-    .expect("upload");
-    assert_eq!(response.status(), 200);
+    .await;
     let echo = json_body(response).await;
     assert_eq!(echo["body_bytes"], 10_485_760);
     assert_eq!(echoed_one(&echo, "content-length"), "10485760");
@@ -303,8 +315,7 @@ async fn count_body(mut response: Response) -> (usize, bool) {
 
 #[tokio::test]
 async fn ten_mib_streamed_response_arrives_complete() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
+    let (_upstream, gw) = start().await;
 
     for (client, version) in [
         (gw.client(), Version::HTTP_2),
@@ -325,9 +336,7 @@ async fn ten_mib_streamed_response_arrives_complete() {
 
 #[tokio::test]
 async fn hop_by_hop_and_connection_nominated_headers_are_not_forwarded() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
     let response = send(
         gw.client_http1()
@@ -373,9 +382,7 @@ async fn hop_by_hop_and_connection_nominated_headers_are_not_forwarded() {
 
 #[tokio::test]
 async fn forwarded_headers_replace_spoofed_values_and_host_is_the_upstreams() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (upstream, gw, token) = start_logged_in().await;
     let expected_host = format!("localhost:{}", gw.addr.port());
     let upstream_authority = upstream.addr.to_string();
     assert_eq!(
@@ -420,9 +427,7 @@ async fn forwarded_headers_replace_spoofed_values_and_host_is_the_upstreams() {
 
 #[tokio::test]
 async fn request_id_is_generated_when_absent_and_kept_when_sent() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
     let client = gw.client();
 
     let mut generated = Vec::new();
@@ -493,9 +498,7 @@ async fn request_id_is_generated_when_absent_and_kept_when_sent() {
 
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn_and_upstream_speaks_http1() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
     let response = send(gw.client().get(gw.url("/echo")).bearer_auth(&token)).await;
     assert_eq!(response.status(), 200);
@@ -532,8 +535,7 @@ async fn upstream_down_gives_502_json() {
 
 #[tokio::test]
 async fn slow_upstream_gives_504_json() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
+    let (_upstream, gw) = start().await;
 
     // The test config's upstream timeout is 2s; the upstream would answer after 5s.
     let response = send(gw.client().get(gw.url("/slow?ms=5000"))).await;
@@ -547,8 +549,7 @@ async fn slow_upstream_gives_504_json() {
 
 #[tokio::test]
 async fn no_route_is_404_and_wrong_method_is_405_with_allow() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
+    let (_upstream, gw) = start().await;
     let client = gw.client();
 
     let response = send(client.get(gw.url("/no-such-route"))).await;
@@ -558,56 +559,34 @@ async fn no_route_is_404_and_wrong_method_is_405_with_allow() {
     assert_error(response, StatusCode::NOT_FOUND, "Not Found").await;
 
     let response = send(client.delete(gw.url("/health"))).await;
-    assert_eq!(response.headers().get("allow").unwrap(), "GET");
-    assert_error(
-        response,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed",
-    )
-    .await;
+    assert_not_allowed(response, "GET").await;
 
     // Two routes share /properties; the Allow header lists the methods of both.
     let response = send(client.delete(gw.url("/properties"))).await;
-    assert_eq!(response.headers().get("allow").unwrap(), "GET, HEAD, POST");
-    assert_error(
-        response,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed",
-    )
-    .await;
+    assert_not_allowed(response, "GET, HEAD, POST").await;
 
     // The login endpoint only takes POST.
     let response = send(client.get(gw.url("/users/login"))).await;
-    assert_eq!(response.headers().get("allow").unwrap(), "POST");
-    assert_error(
-        response,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed",
-    )
-    .await;
+    assert_not_allowed(response, "POST").await;
 }
 
 #[tokio::test]
 async fn prefix_rewrite_maps_public_to_echo() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
+    let (_upstream, gw) = start().await;
     let client = gw.client();
 
     let response = send(client.get(gw.url("/public/x?y=1"))).await;
-    assert_eq!(response.status(), 200);
-    let echo = json_body(response).await;
+    let echo = ok_json(response).await;
     assert_eq!(echo["path"], "/echo/x");
     assert_eq!(echo["query"], "y=1");
 
     let response = send(client.get(gw.url("/public"))).await;
-    assert_eq!(response.status(), 200);
-    let echo = json_body(response).await;
+    let echo = ok_json(response).await;
     assert_eq!(echo["path"], "/echo");
     assert_eq!(echo["query"], Value::Null);
 
     let response = send(client.post(gw.url("/public/a/b/c")).body("hello")).await;
-    assert_eq!(response.status(), 200);
-    let echo = json_body(response).await;
+    let echo = ok_json(response).await;
     assert_eq!(echo["path"], "/echo/a/b/c");
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body_bytes"], 5);
@@ -648,9 +627,7 @@ async fn concurrent_gets(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_authenticated_gets_succeed_over_h2_and_http1() {
-    let upstream = Upstream::start();
-    let gw = Gateway::start_default(&upstream).await;
-    let token = gw.login("test@example.com", "password").await;
+    let (_upstream, gw, token) = start_logged_in().await;
 
     let h2 = gw.client();
     let versions = concurrent_gets(&h2, gw.url("/properties"), &token, 50).await;

@@ -66,6 +66,29 @@ async fn settled(recorder: &Recorder) -> Vec<Seen> {
     recorder.seen()
 }
 
+/// Send `request` and assert the gateway's own `status` with `msg`, nothing forwarded.
+async fn assert_gateway_refusal(
+    gw: &Gateway,
+    recorder: &Recorder,
+    request: &[u8],
+    status: u16,
+    msg: &str,
+) {
+    let response = exchange_ok(gw, request).await;
+    assert_eq!(response.status, status);
+    assert_eq!(response.msg(), msg);
+    assert!(settled(recorder).await.is_empty(), "nothing is forwarded");
+}
+
+/// Send `request`, assert a 200 and that it is the only request the upstream saw.
+async fn forwarded_alone(gw: &Gateway, recorder: &Recorder, request: &[u8]) -> Seen {
+    let response = exchange_ok(gw, request).await;
+    assert_eq!(response.status, 200);
+    let seen = recorder.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    seen.into_iter().next().unwrap()
+}
+
 // ---------------------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------------------
@@ -98,28 +121,26 @@ async fn too_many_headers_gets_431_and_is_not_forwarded() {
     assert_eq!(response.status, 431, "{response:?}");
     assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
 
-    let response = exchange_ok(&gw, &get("/public", &lines[..10])).await;
-    assert_eq!(response.status, 200);
-    let seen = recorder.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].header("x-h9"), "v");
+    let seen = forwarded_alone(&gw, &recorder, &get("/public", &lines[..10])).await;
+    assert_eq!(seen.header("x-h9"), "v");
 }
 
 #[tokio::test]
 async fn uri_over_max_uri_bytes_gets_414_json() {
     let (recorder, gw) = setup(&[("max_uri_bytes", "1024")]).await;
     let long = format!("/public?q={}", "a".repeat(2000));
-    let response = exchange_ok(&gw, &get(&long, &[])).await;
-    assert_eq!(response.status, 414);
-    assert_eq!(response.msg(), "Request target too long");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        &get(&long, &[]),
+        414,
+        "Request target too long",
+    )
+    .await;
 
     let fine = format!("/public?q={}", "a".repeat(500));
-    let response = exchange_ok(&gw, &get(&fine, &[])).await;
-    assert_eq!(response.status, 200);
-    let seen = recorder.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, format!("/echo?q={}", "a".repeat(500)));
+    let seen = forwarded_alone(&gw, &recorder, &get(&fine, &[])).await;
+    assert_eq!(seen.target, format!("/echo?q={}", "a".repeat(500)));
 }
 
 #[tokio::test]
@@ -130,10 +151,14 @@ async fn body_over_route_limit_with_content_length_gets_413_before_forwarding() 
         "POST /small HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         SMALL_ROUTE_LIMIT * 4
     );
-    let response = exchange_ok(&gw, head.as_bytes()).await;
-    assert_eq!(response.status, 413);
-    assert_eq!(response.msg(), "Request body too large");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        head.as_bytes(),
+        413,
+        "Request body too large",
+    )
+    .await;
 
     // At the limit it is forwarded whole.
     let mut request = format!(
@@ -141,12 +166,9 @@ async fn body_over_route_limit_with_content_length_gets_413_before_forwarding() 
     )
     .into_bytes();
     request.extend(std::iter::repeat_n(b'x', SMALL_ROUTE_LIMIT));
-    let response = exchange_ok(&gw, &request).await;
-    assert_eq!(response.status, 200);
-    let seen = recorder.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(seen[0].complete);
-    assert_eq!(seen[0].body.len(), SMALL_ROUTE_LIMIT);
+    let seen = forwarded_alone(&gw, &recorder, &request).await;
+    assert!(seen.complete);
+    assert_eq!(seen.body.len(), SMALL_ROUTE_LIMIT);
 }
 
 #[tokio::test]
@@ -265,17 +287,15 @@ async fn two_open_connections(gw: &Gateway) -> (RawConn, RawConn) {
     (first, second)
 }
 
-#[tokio::test]
-async fn third_connection_from_one_ip_is_closed_at_accept() {
-    let (recorder, gw) = setup(&[
-        ("max_connections_per_ip", "2"),
-        ("header_read_timeout", "30s"),
-        ("idle_timeout", "30s"),
-    ])
-    .await;
-    let rejected = r#"gateway_connections_rejected_total{listener="test",reason="ip_limit"}"#;
+/// With two connections open, a third is closed at accept (counted under `rejected`),
+/// nothing is forwarded and the first still works. Returns the two open connections.
+async fn third_connection_is_rejected(
+    gw: &Gateway,
+    recorder: &Recorder,
+    rejected: &str,
+) -> (RawConn, RawConn) {
     assert_eq!(gw.metric(rejected).await, 0.0);
-    let (mut first, _second) = two_open_connections(&gw).await;
+    let (mut first, second) = two_open_connections(gw).await;
 
     let mut third = RawConn::connect(gw.addr).await;
     third.send(&get("/public", &[])).await;
@@ -285,17 +305,30 @@ async fn third_connection_from_one_ip_is_closed_at_accept() {
     );
     assert!(third.leftover().is_empty(), "and gets no HTTP answer");
     assert_eq!(gw.metric(rejected).await, 1.0);
-    assert_eq!(
-        gw.metric(r#"gateway_connections_rejected_total{listener="test",reason="total_limit"}"#)
-            .await,
-        0.0
-    );
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert!(settled(recorder).await.is_empty(), "nothing is forwarded");
 
     // The accepted connections still work.
     first.send(&get("/public", &[])).await;
     assert_eq!(first.expect_response(10).await.status, 200);
     assert_eq!(recorder.count(), 1);
+    (first, second)
+}
+
+#[tokio::test]
+async fn third_connection_from_one_ip_is_closed_at_accept() {
+    let (recorder, gw) = setup(&[
+        ("max_connections_per_ip", "2"),
+        ("header_read_timeout", "30s"),
+        ("idle_timeout", "30s"),
+    ])
+    .await;
+    let rejected = r#"gateway_connections_rejected_total{listener="test",reason="ip_limit"}"#;
+    let _open = third_connection_is_rejected(&gw, &recorder, rejected).await;
+    assert_eq!(
+        gw.metric(r#"gateway_connections_rejected_total{listener="test",reason="total_limit"}"#)
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -307,22 +340,7 @@ async fn connections_over_max_connections_are_closed_at_accept() {
     ])
     .await;
     let rejected = r#"gateway_connections_rejected_total{listener="test",reason="total_limit"}"#;
-    assert_eq!(gw.metric(rejected).await, 0.0);
-    let (mut first, second) = two_open_connections(&gw).await;
-
-    let mut third = RawConn::connect(gw.addr).await;
-    third.send(&get("/public", &[])).await;
-    assert!(
-        third.closed_within(5).await,
-        "the third connection is closed at once"
-    );
-    assert!(third.leftover().is_empty(), "and gets no HTTP answer");
-    assert_eq!(gw.metric(rejected).await, 1.0);
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
-
-    first.send(&get("/public", &[])).await;
-    assert_eq!(first.expect_response(10).await.status, 200);
-    assert_eq!(recorder.count(), 1);
+    let (_first, second) = third_connection_is_rejected(&gw, &recorder, rejected).await;
 
     // Closing one frees its slot.
     drop(second);
@@ -625,23 +643,27 @@ async fn identity_header_spoofing_never_reaches_upstream() {
 #[tokio::test]
 async fn missing_host_is_refused() {
     let (recorder, gw) = setup(&[]).await;
-    let response = exchange_ok(&gw, b"GET /public HTTP/1.1\r\n\r\n").await;
-    assert_eq!(response.status, 400);
-    assert_eq!(response.msg(), "Missing Host header");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        b"GET /public HTTP/1.1\r\n\r\n",
+        400,
+        "Missing Host header",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn duplicate_host_is_refused() {
     let (recorder, gw) = setup(&[]).await;
-    let response = exchange_ok(
+    assert_gateway_refusal(
         &gw,
+        &recorder,
         b"GET /public HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
+        400,
+        "Multiple Host headers",
     )
     .await;
-    assert_eq!(response.status, 400);
-    assert_eq!(response.msg(), "Multiple Host headers");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
 }
 
 #[tokio::test]
@@ -684,27 +706,32 @@ async fn absolute_form_target_still_needs_auth_and_goes_to_configured_upstream()
         r.push_str("\r\n");
         r.into_bytes()
     };
-    let response = exchange_ok(&gw, &request(&[])).await;
-    assert_eq!(response.status, 401);
-    assert_eq!(response.msg(), "Missing Authorization Header");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        &request(&[]),
+        401,
+        "Missing Authorization Header",
+    )
+    .await;
 
-    let response = exchange_ok(&gw, &request(&[&bearer()])).await;
-    assert_eq!(response.status, 200);
-    let seen = recorder.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, "/properties");
-    assert_eq!(seen[0].header("host"), recorder.addr.to_string());
-    assert_eq!(seen[0].header("x-auth-subject"), "test@example.com");
+    let seen = forwarded_alone(&gw, &recorder, &request(&[&bearer()])).await;
+    assert_eq!(seen.target, "/properties");
+    assert_eq!(seen.header("host"), recorder.addr.to_string());
+    assert_eq!(seen.header("x-auth-subject"), "test@example.com");
 }
 
 #[tokio::test]
 async fn options_asterisk_is_refused() {
     let (recorder, gw) = setup(&[]).await;
-    let response = exchange_ok(&gw, b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-    assert_eq!(response.status, 400);
-    assert_eq!(response.msg(), "Bad request path: must start with /");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        400,
+        "Bad request path: must start with /",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -791,10 +818,14 @@ async fn dot_segments_are_authorized_on_the_normalized_path() {
     assert_eq!(response.status, 403, "{response:?}");
     assert_eq!(response.msg(), "Missing required role: admin");
     // And a public prefix cannot be used to climb into a protected one.
-    let response = exchange_ok(&gw, &get("/public/../echo/admin", &[])).await;
-    assert_eq!(response.status, 401);
-    assert_eq!(response.msg(), "Missing Authorization Header");
-    assert!(settled(&recorder).await.is_empty(), "nothing is forwarded");
+    assert_gateway_refusal(
+        &gw,
+        &recorder,
+        &get("/public/../echo/admin", &[]),
+        401,
+        "Missing Authorization Header",
+    )
+    .await;
 
     let admin = format!(
         "Authorization: Bearer {}",
@@ -809,10 +840,7 @@ async fn dot_segments_are_authorized_on_the_normalized_path() {
             support::SECRET,
         )
     );
-    let response = exchange_ok(&gw, &get("/echo/x/../admin", &[&admin])).await;
-    assert_eq!(response.status, 200);
-    let seen = recorder.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, "/echo/admin");
-    assert_eq!(seen[0].header("x-auth-subject"), "admin@example.com");
+    let seen = forwarded_alone(&gw, &recorder, &get("/echo/x/../admin", &[&admin])).await;
+    assert_eq!(seen.target, "/echo/admin");
+    assert_eq!(seen.header("x-auth-subject"), "admin@example.com");
 }
