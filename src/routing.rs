@@ -192,7 +192,8 @@ pub fn normalize_path(raw: &str) -> Result<String, GatewayError> {
         return Err(bad("must start with /"));
     }
     let bytes = raw.as_bytes();
-    let mut decoded = String::with_capacity(raw.len());
+    // Bytes, not chars: a non-ASCII character is copied byte for byte and stays intact.
+    let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -206,26 +207,32 @@ pub fn normalize_path(raw: &str) -> Result<String, GatewayError> {
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| bad("invalid percent-escape"))?;
                 if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                    decoded.push(value as char);
+                    decoded.push(value);
                 } else if matches!(value, b'/' | b'\\' | b'%' | b';')
                     || value < 0x20
                     || value == 0x7f
                 {
                     return Err(bad("ambiguous percent-encoding"));
                 } else {
-                    decoded.push('%');
-                    decoded.push_str(&format!("{value:02X}"));
+                    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                    decoded.extend_from_slice(&[
+                        b'%',
+                        HEX[usize::from(value >> 4)],
+                        HEX[usize::from(value & 15)],
+                    ]);
                 }
                 i += 3;
             }
             b'\\' => return Err(bad("backslash")),
             0..=0x1f | 0x7f => return Err(bad("control character")),
             _ => {
-                decoded.push(b as char);
+                decoded.push(b);
                 i += 1;
             }
         }
     }
+    // Valid: the input was a str, and escapes only ever add ASCII.
+    let decoded = String::from_utf8(decoded).map_err(|_| bad("invalid UTF-8"))?;
     let trailing_slash = decoded.len() > 1 && decoded.ends_with('/');
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
@@ -446,6 +453,7 @@ mod tests {
         assert_eq!(ok("/../../x"), "/x");
         assert_eq!(ok("/a%20b"), "/a%20b");
         assert_eq!(ok("/a%c3%a9"), "/a%C3%A9");
+        assert_eq!(ok("/\u{29d}/./x//y"), "/\u{29d}/x/y");
     }
 
     #[test]

@@ -746,7 +746,8 @@ fn validate_claims(
     let expired = exp <= now - leeway;
     // RFC 8725: refuse access tokens meant to live longer than the configured maximum.
     if expect == TokenType::Access
-        && exp - issued_at.unwrap_or(now) > rules.max_lifetime_secs as i64 + leeway
+        && exp.saturating_sub(issued_at.unwrap_or(now))
+            > (rules.max_lifetime_secs as i64).saturating_add(leeway)
     {
         return Err(unprocessable(
             "Token lifetime exceeds the allowed maximum",

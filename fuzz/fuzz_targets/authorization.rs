@@ -1,0 +1,10 @@
+//! cargo-fuzz target `authorization`: see `fuzz/checks.rs` for what it checks.
+#![no_main]
+
+#[path = "../checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = checks::authorization(data);
+});
