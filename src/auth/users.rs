@@ -22,6 +22,12 @@ use crate::config::{resolve_path, Problems};
 const MIN_MEMORY_TIMES_PASSES: u64 = 7168 * 5;
 /// ...and memory alone must reach this (KiB).
 const MIN_MEMORY_KIB: u32 = 7168;
+/// Largest memory cost accepted (KiB): 1 GiB.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+/// Most passes accepted.
+const MAX_PASSES: u32 = 64;
+/// Most lanes accepted.
+const MAX_LANES: u32 = 16;
 
 /// A user who may log in.
 #[derive(Debug)]
@@ -88,6 +94,19 @@ fn check_hash(phc: &str) -> Result<Params, String> {
             "argon2id parameters m={},t={} are below the OWASP minimum (e.g. m=19456,t=2)",
             params.m_cost(),
             params.t_cost()
+        ));
+    }
+    // A hash is also a work order: refuse ones that would make every login (and the
+    // config load's dummy hash) take gigabytes or minutes.
+    if params.m_cost() > MAX_MEMORY_KIB
+        || params.t_cost() > MAX_PASSES
+        || params.p_cost() > MAX_LANES
+    {
+        return Err(format!(
+            "argon2id parameters m={},t={},p={} are above the accepted maximum (m<={MAX_MEMORY_KIB},t<={MAX_PASSES},p<={MAX_LANES})",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
         ));
     }
     Ok(params)
@@ -233,5 +252,9 @@ mod tests {
         assert!(check_hash(&weak).unwrap_err().contains("OWASP"));
         let good = hash_password(b"pw").unwrap();
         assert!(check_hash(&good).is_ok());
+        let huge = good.replace("m=19456,t=2,p=1", "m=4194304,t=2,p=1");
+        assert!(check_hash(&huge)
+            .unwrap_err()
+            .contains("above the accepted maximum"));
     }
 }
