@@ -11,11 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http::Request;
-use http_body_util::BodyExt;
-
-use gateway::auth::jwt::{access_claims, now};
-use support::{config, start_upstream};
+use support::{authenticated_get, bench_bearer, config, start_upstream};
 
 /// Counts allocations and allocated bytes, then defers to the system allocator.
 struct Counting;
@@ -55,29 +51,15 @@ fn main() {
     runtime.block_on(async {
         let upstream = start_upstream().await;
         let config = Arc::new(config(&upstream));
-        let auth = config.auth.clone().expect("auth");
-        let claims = access_claims("bench@example.com", &["user".into()], &Default::default(), &auth.rules, now());
-        let bearer = format!("Bearer {}", auth.keys.sign(&claims).expect("sign"));
+        let bearer = bench_bearer(&config);
         let app = gateway::app(config);
-        let one = |app: gateway::App| {
-            let request = Request::get("/properties/1")
-                .header("host", "localhost")
-                .header("authorization", bearer.as_str())
-                .body(gateway::body::empty())
-                .expect("request");
-            async move {
-                let response = app.handle(request).await;
-                assert_eq!(response.status(), 200);
-                response.into_body().collect().await.expect("body").to_bytes().len()
-            }
-        };
         for _ in 0..1000 {
-            one(app.clone()).await; // warm the connection pool, route tables, metrics
+            authenticated_get(app.clone(), &bearer).await; // warm the connection pool, route tables, metrics
         }
         let n = 10_000u64;
         let (a0, b0) = (ALLOCATIONS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
         for _ in 0..n {
-            one(app.clone()).await;
+            authenticated_get(app.clone(), &bearer).await;
         }
         let (a1, b1) = (ALLOCATIONS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
         println!(

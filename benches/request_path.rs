@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Request};
-use http_body_util::BodyExt;
-use support::{config, start_upstream};
+use support::{authenticated_get, config, start_upstream};
 
 use gateway::auth::jwt::{access_claims, now, TokenType};
 use gateway::routing::normalize_path;
@@ -80,25 +79,8 @@ fn bench(c: &mut Criterion) {
     let app = gateway::app(config.clone());
     let bearer = format!("Bearer {token}");
     c.bench_function("authenticated_get_through_app", |b| {
-        b.to_async(&runtime).iter(|| {
-            let app = app.clone();
-            let request = Request::get("/properties/1")
-                .header("host", "localhost")
-                .header("authorization", bearer.as_str())
-                .body(gateway::body::empty())
-                .expect("request");
-            async move {
-                let response = app.handle(request).await;
-                assert_eq!(response.status(), 200);
-                response
-                    .into_body()
-                    .collect()
-                    .await
-                    .expect("body")
-                    .to_bytes()
-                    .len()
-            }
-        })
+        b.to_async(&runtime)
+            .iter(|| authenticated_get(app.clone(), &bearer))
     });
 }
 

@@ -17,7 +17,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use support::{sign_hs256, Gateway, Upstream, SECRET};
+use support::{hs512_token, none_token, sign_hs256, Gateway, Upstream, SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// No test may take longer than this; anything slower is a hang.
@@ -184,31 +184,6 @@ fn hs256_header() -> Value {
 /// Sign with the test secret.
 fn token(claims: &Value) -> String {
     sign_hs256(&hs256_header(), claims, SECRET)
-}
-
-/// A token signed with HS512 and the right secret (HS512 is not an allowed algorithm).
-fn hs512_token(claims: &Value) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(json!({"alg": "HS512", "typ": "JWT"}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        jsonwebtoken::Algorithm::HS512,
-    )
-    .expect("sign HS512");
-    format!("{input}.{signature}")
-}
-
-/// An unsigned `alg: none` token with an empty signature.
-fn none_token(claims: &Value) -> String {
-    format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    )
 }
 
 /// Decode one base64url JSON segment of a compact JWT.

@@ -13,10 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{json, Value};
-use support::{sign_hs256, Gateway, Upstream, SECRET};
+use support::{hs512_token, none_token, sign_hs256, Gateway, Upstream, SECRET};
 
 const INSTALL_HINT: &str = "pip install -r tests/interop/requirements.txt";
 /// The Flask-JWT-Extended version the expectations were checked against.
@@ -228,29 +226,6 @@ fn bearer(claims: &Value) -> Option<String> {
         "Bearer {}",
         sign_hs256(&hs256_header(), claims, SECRET)
     ))
-}
-
-fn hs512_token(claims: &Value) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(json!({"alg": "HS512", "typ": "JWT"}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        jsonwebtoken::Algorithm::HS512,
-    )
-    .expect("sign HS512");
-    format!("{input}.{signature}")
-}
-
-fn none_token(claims: &Value) -> String {
-    format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    )
 }
 
 async fn start_with_iss_aud() -> (Upstream, Gateway) {

@@ -54,3 +54,36 @@ pub async fn start_upstream() -> String {
     });
     format!("http://{addr}")
 }
+
+/// `Authorization` value with a fresh HS256 access token of the bench user.
+pub fn bench_bearer(config: &gateway::config::Config) -> String {
+    use gateway::auth::jwt::{access_claims, now};
+    let auth = config.auth.as_ref().expect("auth");
+    let claims = access_claims(
+        "bench@example.com",
+        &["user".into()],
+        &Default::default(),
+        &auth.rules,
+        now(),
+    );
+    format!("Bearer {}", auth.keys.sign(&claims).expect("sign"))
+}
+
+/// One authenticated `GET /properties/1` through `app`; returns the body length.
+pub async fn authenticated_get(app: gateway::App, bearer: &str) -> usize {
+    use http_body_util::BodyExt;
+    let request = Request::get("/properties/1")
+        .header("host", "localhost")
+        .header("authorization", bearer)
+        .body(gateway::body::empty())
+        .expect("request");
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .len()
+}

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::support::{config_yaml, SECRET};
+use crate::support::{config_yaml, upstream_binary, SECRET};
 
 /// Await `fut`, failing the test instead of hanging when it takes longer than `secs`.
 pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
@@ -454,22 +453,6 @@ pub fn closed_port() -> u16 {
 // ---------------------------------------------------------------------------------------
 // The example upstream on a fixed port
 // ---------------------------------------------------------------------------------------
-
-/// The upstream-example binary next to this test's build (as `tests/support` finds it).
-pub fn upstream_binary() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test executable path");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let exe = dir.join(format!("upstream-example{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        exe.exists(),
-        "{} not found: run the tests with `cargo test --workspace`",
-        exe.display()
-    );
-    exe
-}
 
 /// `upstream-example --listen 127.0.0.1:{port}` as a child process (killed on drop).
 pub struct FixedUpstream {

@@ -72,7 +72,7 @@ impl Drop for Upstream {
 }
 
 /// The upstream-example binary next to this test's build (cargo test --workspace builds it).
-fn upstream_binary() -> PathBuf {
+pub fn upstream_binary() -> PathBuf {
     let mut dir = std::env::current_exe().expect("test executable path");
     dir.pop(); // the test binary
     if dir.ends_with("deps") {
@@ -350,6 +350,35 @@ pub fn sign_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret
     )
     .expect("sign");
     format!("{input}.{sig}")
+}
+
+/// A token signed with HS512 and the test secret (HS512 is not an allowed algorithm).
+pub fn hs512_token(claims: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "HS512", "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        input.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        jsonwebtoken::Algorithm::HS512,
+    )
+    .expect("sign HS512");
+    format!("{input}.{signature}")
+}
+
+/// An unsigned `alg: none` token with an empty signature.
+pub fn none_token(claims: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "none", "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
 }
 
 /// Seconds since the epoch.
