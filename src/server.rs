@@ -376,18 +376,28 @@ async fn serve_connection(
 ) {
     match acceptor {
         None => drive(TokioIo::new(stream), info, shared).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => drive(TokioIo::new(tls), info, shared).await,
-                Ok(Err(e)) => {
-                    counters.handshake_failures.inc();
-                    tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
-                }
-                Err(_) => {
-                    counters.handshake_failures.inc();
-                    tracing::debug!(client = %info.remote, "tls handshake timed out");
-                }
-            }
+        // Boxed: the TLS state is large, and an unboxed branch would make every
+        // connection's task that large, plain HTTP ones included.
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, info, shared, counters)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    info: ConnInfo,
+    shared: &Shared,
+    counters: &ListenerCounters,
+) {
+    match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => drive(TokioIo::new(tls), info, shared).await,
+        Ok(Err(e)) => {
+            counters.handshake_failures.inc();
+            tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
+        }
+        Err(_) => {
+            counters.handshake_failures.inc();
+            tracing::debug!(client = %info.remote, "tls handshake timed out");
         }
     }
 }
