@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Request};
-use support::{authenticated_get, config, start_upstream};
+use support::{authenticated_get, bench_token, config, start_upstream};
 
-use gateway::auth::jwt::{access_claims, now, TokenType};
+use gateway::auth::jwt::{now, TokenType};
 use gateway::routing::normalize_path;
 use gateway::store::{Revocation, RevocationKind, Store};
 
@@ -25,14 +25,7 @@ fn bench(c: &mut Criterion) {
     let upstream = runtime.block_on(start_upstream());
     let config = Arc::new(config(&upstream));
     let auth = config.auth.clone().expect("auth");
-    let claims = access_claims(
-        "bench@example.com",
-        &["user".into()],
-        &Default::default(),
-        &auth.rules,
-        now(),
-    );
-    let token = auth.keys.sign(&claims).expect("sign");
+    let token = bench_token(&config);
 
     c.bench_function("normalize_and_route", |b| {
         b.iter(|| {

@@ -55,8 +55,8 @@ pub async fn start_upstream() -> String {
     format!("http://{addr}")
 }
 
-/// `Authorization` value with a fresh HS256 access token of the bench user.
-pub fn bench_bearer(config: &gateway::config::Config) -> String {
+/// A fresh HS256 access token of the bench user.
+pub fn bench_token(config: &gateway::config::Config) -> String {
     use gateway::auth::jwt::{access_claims, now};
     let auth = config.auth.as_ref().expect("auth");
     let claims = access_claims(
@@ -66,7 +66,12 @@ pub fn bench_bearer(config: &gateway::config::Config) -> String {
         &auth.rules,
         now(),
     );
-    format!("Bearer {}", auth.keys.sign(&claims).expect("sign"))
+    auth.keys.sign(&claims).expect("sign")
+}
+
+/// `Authorization` value with [`bench_token`].
+pub fn bench_bearer(config: &gateway::config::Config) -> String {
+    format!("Bearer {}", bench_token(config))
 }
 
 /// One authenticated `GET /properties/1` through `app`; returns the body length.

@@ -422,33 +422,31 @@ fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings
     if raw.workers == Some(0) {
         problems.push("server.workers", "must be at least 1");
     }
+    let dur = |problems: &mut Problems, name: &str, value: &Option<String>, default_secs: u64| {
+        duration_or(
+            problems,
+            format!("server.{name}"),
+            value.as_deref(),
+            Duration::from_secs(default_secs),
+        )
+    };
     ServerSettings {
         workers: raw.workers.filter(|w| *w > 0),
-        shutdown_grace: duration_or(
+        shutdown_grace: dur(problems, "shutdown_grace", &raw.shutdown_grace, 30),
+        tls_handshake_timeout: dur(
             problems,
-            "server.shutdown_grace",
-            raw.shutdown_grace.as_deref(),
-            Duration::from_secs(30),
+            "tls_handshake_timeout",
+            &raw.tls_handshake_timeout,
+            10,
         ),
-        tls_handshake_timeout: duration_or(
+        header_read_timeout: dur(
             problems,
-            "server.tls_handshake_timeout",
-            raw.tls_handshake_timeout.as_deref(),
-            Duration::from_secs(10),
+            "header_read_timeout",
+            &raw.header_read_timeout,
+            10,
         ),
-        header_read_timeout: duration_or(
-            problems,
-            "server.header_read_timeout",
-            raw.header_read_timeout.as_deref(),
-            Duration::from_secs(10),
-        ),
-        reload_interval: Some(duration_or(
-            problems,
-            "server.reload_interval",
-            raw.reload_interval.as_deref(),
-            Duration::from_secs(2),
-        ))
-        .filter(|d| !d.is_zero()),
+        reload_interval: Some(dur(problems, "reload_interval", &raw.reload_interval, 2))
+            .filter(|d| !d.is_zero()),
         max_connections: at_least(
             problems,
             "server.max_connections",
@@ -479,18 +477,8 @@ fn build_server(problems: &mut Problems, value: Option<Value>) -> ServerSettings
             64,
         ),
         max_body_bytes: raw.max_body_bytes.unwrap_or(32 * 1024 * 1024),
-        body_read_timeout: duration_or(
-            problems,
-            "server.body_read_timeout",
-            raw.body_read_timeout.as_deref(),
-            Duration::from_secs(60),
-        ),
-        idle_timeout: duration_or(
-            problems,
-            "server.idle_timeout",
-            raw.idle_timeout.as_deref(),
-            Duration::from_secs(60),
-        ),
+        body_read_timeout: dur(problems, "body_read_timeout", &raw.body_read_timeout, 60),
+        idle_timeout: dur(problems, "idle_timeout", &raw.idle_timeout, 60),
         h2_max_concurrent_streams: at_least(
             problems,
             "server.h2_max_concurrent_streams",

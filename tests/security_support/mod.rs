@@ -13,9 +13,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::support::{config_yaml, upstream_binary, SECRET};
+use crate::support::{config_yaml, spawn_upstream, SECRET};
 
 /// Await `fut`, failing the test instead of hanging when it takes longer than `secs`.
 pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
@@ -462,21 +461,10 @@ pub struct FixedUpstream {
 impl FixedUpstream {
     /// Start it on `port` and wait for its `listening on` line.
     pub fn start(port: u16) -> FixedUpstream {
-        let exe = upstream_binary();
-        let mut child = Command::new(&exe)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("upstream prints its address");
+        let (child, addr) = spawn_upstream(&format!("127.0.0.1:{port}"));
         assert_eq!(
-            line.trim(),
-            format!("listening on http://127.0.0.1:{port}"),
+            addr.port(),
+            port,
             "upstream-example did not start on port {port}"
         );
         FixedUpstream { child }

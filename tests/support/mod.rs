@@ -32,24 +32,7 @@ pub struct Upstream {
 impl Upstream {
     /// Start `upstream-example --listen 127.0.0.1:0` and wait for its `listening on` line.
     pub fn start() -> Upstream {
-        let exe = upstream_binary();
-        let mut child = Command::new(&exe)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("upstream prints its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected upstream output {line:?}"))
-            .parse()
-            .expect("a socket address");
+        let (child, addr) = spawn_upstream("127.0.0.1:0");
         Upstream { addr, child }
     }
 
@@ -69,6 +52,29 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Run `upstream-example --listen LISTEN` and return it with the address it printed.
+pub fn spawn_upstream(listen: &str) -> (Child, SocketAddr) {
+    let exe = upstream_binary();
+    let mut child = Command::new(&exe)
+        .args(["--listen", listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("upstream prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected upstream output {line:?}"))
+        .parse()
+        .expect("a socket address");
+    (child, addr)
 }
 
 /// The upstream-example binary next to this test's build (cargo test --workspace builds it).
@@ -336,6 +342,16 @@ impl Drop for Gateway {
 
 /// Sign arbitrary header and claims JSON with HS256 and `secret`, bypassing the gateway.
 pub fn sign_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret: &str) -> String {
+    sign_hmac(jsonwebtoken::Algorithm::HS256, header, claims, secret)
+}
+
+/// Sign arbitrary header and claims JSON with an HMAC algorithm, bypassing the gateway.
+fn sign_hmac(
+    algorithm: jsonwebtoken::Algorithm,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    secret: &str,
+) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let input = format!(
@@ -343,31 +359,19 @@ pub fn sign_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let sig = jsonwebtoken::crypto::sign(
+    let signature = jsonwebtoken::crypto::sign(
         input.as_bytes(),
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        jsonwebtoken::Algorithm::HS256,
+        algorithm,
     )
     .expect("sign");
-    format!("{input}.{sig}")
+    format!("{input}.{signature}")
 }
 
 /// A token signed with HS512 and the test secret (HS512 is not an allowed algorithm).
 pub fn hs512_token(claims: &serde_json::Value) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "HS512", "typ": "JWT"}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        jsonwebtoken::Algorithm::HS512,
-    )
-    .expect("sign HS512");
-    format!("{input}.{signature}")
+    let header = serde_json::json!({"alg": "HS512", "typ": "JWT"});
+    sign_hmac(jsonwebtoken::Algorithm::HS512, &header, claims, SECRET)
 }
 
 /// An unsigned `alg: none` token with an empty signature.
