@@ -6,21 +6,24 @@
 //! removed; the gateway's own headers are set last, so a client can neither remove a
 //! credential the policy saw nor smuggle an identity of its own.
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::HeaderMap;
 
 /// Hop-by-hop headers always removed, besides those named in `Connection`.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "http2-settings",
+static HOP_BY_HOP: [HeaderName; 10] = [
+    CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// `X-Forwarded-For`.
@@ -33,7 +36,13 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Remove hop-by-hop headers and every header the `Connection` header nominates.
+///
+/// One pass over the names present decides whether there is anything to remove, so the
+/// common request, which has none of them, costs no lookups.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let nominated: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -44,8 +53,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in nominated {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -59,11 +68,11 @@ pub fn remove_spellings_of(headers: &mut HeaderMap, names: &[&HeaderName]) {
                 .zip(target.bytes())
                 .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
     };
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| names.iter().any(|n| same(k.as_str(), n.as_str())))
-        .cloned()
-        .collect();
+    let doomed = |k: &HeaderName| names.iter().any(|n| same(k.as_str(), n.as_str()));
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
     for name in doomed {
         headers.remove(name);
     }
@@ -72,12 +81,12 @@ pub fn remove_spellings_of(headers: &mut HeaderMap, names: &[&HeaderName]) {
 /// What the gateway knows about the client connection, for the forwarding headers.
 #[derive(Debug, Clone)]
 pub struct Forwarding<'a> {
-    /// The client's IP address.
-    pub client_ip: Option<std::net::IpAddr>,
+    /// The client's IP address as a header value (rendered once per connection).
+    pub client_ip: Option<&'a HeaderValue>,
     /// `https` or `http`.
     pub proto: &'static str,
     /// The host the client asked for (`Host` or `:authority`).
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     /// Keep and extend client-sent values (the listener sits behind a trusted proxy).
     pub trust: bool,
 }
@@ -103,10 +112,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     headers.remove(&X_FORWARDED_FOR);
     if let Some(ip) = fwd.client_ip {
         let value = match previous_for {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
+            Some(prev) => {
+                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or(""))).ok()
+            }
+            None => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Some(v) = value {
             headers.insert(&X_FORWARDED_FOR, v);
         }
     }
@@ -114,8 +125,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(v) = fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(&X_FORWARDED_HOST, v);
+        if let Some(v) = fwd.host {
+            headers.insert(&X_FORWARDED_HOST, v.clone());
         }
     }
 }
@@ -153,10 +164,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+        let (ip, host) = (
+            HeaderValue::from_static("127.0.0.1"),
+            HeaderValue::from_static("example.com"),
+        );
         let fwd = Forwarding {
-            client_ip: Some([127, 0, 0, 1].into()),
+            client_ip: Some(&ip),
             proto: "https",
-            host: Some("example.com"),
+            host: Some(&host),
             trust: false,
         };
         set_forwarded(&mut h, &fwd);

@@ -43,6 +43,7 @@ pub mod error;
 pub mod explain;
 pub mod headers;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

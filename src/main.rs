@@ -134,11 +134,19 @@ fn run(path: &Path) -> anyhow::Result<()> {
     // Building the config needs no runtime; the worker count and log format come from it.
     let config = Arc::new(load(path)?);
     init_logging(config.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, so connections, requests and the upstream
+    // pool all run on one thread with no cross-thread wake-ups (the blocking pool for
+    // password hashing still has its own threads).
+    let mut runtime = match config.server.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(workers) = config.server.workers {
-        runtime.worker_threads(workers);
-    }
     runtime.build()?.block_on(async move {
         let server = gateway::server::Server::bind(config).await?;
         let reloader = server.reloader();

@@ -1,5 +1,6 @@
-//! Forwarding to upstreams: the prepared upstream set, header hygiene, and a pooled
-//! keep-alive hyper-util client per upstream. Bodies stream both ways, never buffered.
+//! Forwarding to upstreams: the prepared upstream set, header hygiene, and a keep-alive
+//! connection pool per upstream instance ([`crate::pool`]). Bodies stream both ways,
+//! never buffered.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,9 +11,6 @@ use std::time::Duration;
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_yaml::Value;
 
 use crate::auth::jwt::Identity;
@@ -22,6 +20,7 @@ use crate::config::{duration_or, raw::RawUpstream, Problems};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
+use crate::pool::{Pool, SendError};
 use crate::routing::Route;
 
 /// One upstream instance.
@@ -33,6 +32,8 @@ struct Target {
     base_path: String,
     /// `Host` header value, prepared once.
     host: HeaderValue,
+    /// Idle keep-alive connections to this instance.
+    pool: Arc<Pool>,
     /// Consecutive connection failures (passive health).
     failures: std::sync::atomic::AtomicU32,
     /// Until when (ms since the upstream was built) the instance is skipped.
@@ -67,7 +68,6 @@ pub struct Upstream {
     next: AtomicUsize,
     /// Default response timeout of routes to this upstream.
     pub timeout: Duration,
-    client: Client<HttpConnector, Body>,
     /// Connection failures in a row after which an instance is skipped (0: never).
     max_failures: u32,
     /// How long a failing instance is skipped.
@@ -111,7 +111,7 @@ impl Upstream {
     }
 }
 
-fn parse_target(url: &str) -> Result<Target, String> {
+fn parse_target(url: &str, connect_timeout: Duration) -> Result<Target, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
@@ -136,6 +136,11 @@ fn parse_target(url: &str) -> Result<Target, String> {
     let host =
         HeaderValue::from_str(authority.as_str()).map_err(|_| format!("{url:?}: invalid host"))?;
     Ok(Target {
+        pool: Arc::new(Pool::new(
+            authority.clone(),
+            connect_timeout,
+            POOL_IDLE_TIMEOUT,
+        )),
         authority,
         base_path,
         host,
@@ -143,6 +148,9 @@ fn parse_target(url: &str) -> Result<Target, String> {
         skip_until_ms: Default::default(),
     })
 }
+
+/// Idle upstream connections unused this long are closed rather than reused.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Build the upstreams from `upstreams:`, recording every problem.
 pub fn build_upstreams(
@@ -182,19 +190,19 @@ pub fn build_upstreams(
                 continue;
             }
         };
-        let mut targets = Vec::new();
-        for url in &urls {
-            match parse_target(url) {
-                Ok(t) => targets.push(t),
-                Err(e) => problems.push(format!("{key}.url"), e),
-            }
-        }
         let connect_timeout = duration_or(
             problems,
             format!("{key}.connect_timeout"),
             raw.connect_timeout.as_deref(),
             Duration::from_secs(2),
         );
+        let mut targets = Vec::new();
+        for url in &urls {
+            match parse_target(url, connect_timeout) {
+                Ok(t) => targets.push(t),
+                Err(e) => problems.push(format!("{key}.url"), e),
+            }
+        }
         let cooldown = duration_or(
             problems,
             format!("{key}.cooldown"),
@@ -210,13 +218,6 @@ pub fn build_upstreams(
         if targets.len() != urls.len() {
             continue;
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         out.insert(
             name.clone(),
             Arc::new(Upstream {
@@ -225,7 +226,6 @@ pub fn build_upstreams(
                 targets,
                 next: AtomicUsize::new(0),
                 timeout,
-                client,
                 max_failures: raw.max_failures.unwrap_or(3),
                 cooldown,
                 epoch: std::time::Instant::now(),
@@ -236,10 +236,13 @@ pub fn build_upstreams(
 }
 
 /// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's socket address.
     pub remote: SocketAddr,
+    /// The client's IP address as a header value, rendered once per connection for
+    /// `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
     /// Whether the listener trusts client-sent `X-Forwarded-*`.
@@ -257,14 +260,14 @@ pub async fn forward(
     limit: &crate::body::LimitState,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut parts, body) = request.into_parts();
-    let conn = parts.extensions.get::<ConnInfo>().copied();
-
-    let client_host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let conn = parts.extensions.remove::<ConnInfo>();
+    // `Host` was validated by the app; HTTP/2 requests carry `:authority` instead.
+    let client_host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let headers = &mut parts.headers;
     headers::strip_hop_by_hop(headers);
     if let Some(auth) = auth {
@@ -276,14 +279,14 @@ pub async fn forward(
     headers::set_forwarded(
         headers,
         &Forwarding {
-            client_ip: conn.map(|c| c.remote.ip()),
-            proto: if conn.is_some_and(|c| !c.tls) {
+            client_ip: conn.as_ref().map(|c| &c.client_ip),
+            proto: if conn.as_ref().is_some_and(|c| !c.tls) {
                 "http"
             } else {
                 "https"
             },
-            host: client_host.as_deref(),
-            trust: conn.is_some_and(|c| c.trust_forwarded),
+            host: client_host.as_ref(),
+            trust: conn.as_ref().is_some_and(|c| c.trust_forwarded),
         },
     );
     if let (Some(identity), Some(auth)) = (identity, auth) {
@@ -297,7 +300,12 @@ pub async fn forward(
     }
     parts.version = Version::HTTP_11;
     let upstream_path = route.upstream_path(path);
-    let query = parts.uri.query().map(str::to_owned);
+    // Usually the client's target is forwarded as it came (already normal, no prefix to
+    // add or rewrite): then it is reused as is, without formatting and parsing it again.
+    let unchanged = (upstream_path == parts.uri.path())
+        .then(|| parts.uri.path_and_query().cloned())
+        .flatten();
+    let query = parts.uri.query();
 
     // Connection failures of idempotent requests without a body are retried once, on
     // another instance when there is one: nothing reached the upstream yet.
@@ -309,12 +317,15 @@ pub async fn forward(
     let response = loop {
         attempt += 1;
         let target = upstream.pick();
-        let path_and_query = match &query {
-            Some(q) => format!("{}{upstream_path}?{q}", target.base_path),
-            None => format!("{}{upstream_path}", target.base_path),
+        let path_and_query = match (&unchanged, query) {
+            (Some(same), _) if target.base_path.is_empty() => same.clone(),
+            (_, Some(q)) => {
+                PathAndQuery::try_from(format!("{}{upstream_path}?{q}", target.base_path))
+                    .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?
+            }
+            (_, None) => PathAndQuery::try_from(format!("{}{upstream_path}", target.base_path))
+                .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?,
         };
-        let path_and_query = PathAndQuery::try_from(path_and_query)
-            .map_err(|_| GatewayError::BadRequest("Bad request target".into()))?;
         let mut request_parts = Request::new(()).into_parts().0;
         request_parts.method = parts.method.clone();
         request_parts.version = parts.version;
@@ -324,18 +335,13 @@ pub async fn forward(
             (_, h) => h.take().unwrap_or_default(),
         };
         request_parts.headers.insert(HOST, target.host.clone());
-        request_parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| GatewayError::Internal(format!("cannot build upstream URI: {e}")))?;
+        // Origin form (`/path?query`); the instance is the pool's.
+        request_parts.uri = Uri::from(path_and_query);
         let upstream_request =
             Request::from_parts(request_parts, body.take().unwrap_or_else(body::empty));
 
         let started = std::time::Instant::now();
-        let result =
-            tokio::time::timeout(route.timeout, upstream.client.request(upstream_request)).await;
+        let result = tokio::time::timeout(route.timeout, target.pool.send(upstream_request)).await;
         // A failure caused by the client's body is the client's: answer it, and do not
         // count it against the upstream or the instance.
         if let (Ok(Err(_)), Some(hit)) = (&result, limit.hit()) {
@@ -347,34 +353,42 @@ pub async fn forward(
                 }
             });
         }
+        // Sent again, on another connection: a failed connect, or a kept-alive
+        // connection the upstream had closed; nothing was answered yet either way.
+        let again = retryable
+            && attempt < 2
+            && matches!(&result, Ok(Err(e)) if matches!(e, SendError::Connect { .. }) || e.is_stale_connection());
         let error_kind = match &result {
             Ok(Ok(_)) => None,
             Err(_) => Some("timeout"),
-            Ok(Err(e)) if e.is_connect() => Some("connect"),
+            Ok(Err(SendError::Connect { .. })) => Some("connect"),
+            Ok(Err(e)) if again && e.is_stale_connection() => None,
             Ok(Err(_)) => Some("protocol"),
         };
-        match error_kind {
-            Some(kind) => {
-                metrics
-                    .upstream_errors
-                    .with_label_values(&[&upstream.name, kind])
-                    .inc();
-                target.record_failure(upstream);
-            }
-            None => {
+        match (&result, error_kind) {
+            (Ok(Ok(_)), _) => {
                 target.record_success();
                 metrics
                     .upstream_duration
                     .with_label_values(&[&upstream.name])
                     .observe(started.elapsed().as_secs_f64());
             }
+            (_, Some(kind)) => {
+                metrics
+                    .upstream_errors
+                    .with_label_values(&[&upstream.name, kind])
+                    .inc();
+                target.record_failure(upstream);
+            }
+            // A stale kept-alive connection: not the instance's failure.
+            (_, None) => {}
         }
         match result {
             Ok(Ok(r)) => break r,
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
-                if e.is_connect() && retryable && attempt < 2 {
-                    tracing::debug!(upstream = %upstream.name, error = %e, "connect failed; retrying");
+                if again {
+                    tracing::debug!(upstream = %upstream.name, error = %e, "not sent; retrying");
                     continue;
                 }
                 tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");

@@ -101,9 +101,9 @@ impl Route {
     }
 
     /// The path to send upstream for the normalized request `path`.
-    pub fn upstream_path(&self, path: &str) -> String {
+    pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
         let Some(rewrite) = &self.rewrite else {
-            return path.to_owned();
+            return path.into();
         };
         let rest = match &self.matcher {
             PathMatch::Exact(_) => "",
@@ -112,9 +112,9 @@ impl Route {
         };
         // `rest` is empty or starts with '/'.
         if rest.is_empty() {
-            rewrite.clone()
+            rewrite.clone().into()
         } else {
-            format!("{}{rest}", rewrite.trim_end_matches('/'))
+            format!("{}{rest}", rewrite.trim_end_matches('/')).into()
         }
     }
 

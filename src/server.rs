@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -295,6 +295,8 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, counters: ListenerCounte
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             remote,
+            client_ip: HeaderValue::from_str(&remote.ip().to_string())
+                .expect("an IP address is a valid header value"),
             tls: bound.tls.is_some(),
             trust_forwarded: bound.config.trust_forwarded_headers,
         };
@@ -412,9 +414,11 @@ where
     activity.last_ms.store(activity.now_ms(), Ordering::SeqCst);
     let app = shared.app.clone();
     let tracked = activity.clone();
+    let remote = info.remote;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let app = app.clone();
         let in_flight = InFlight::new(&tracked);
+        let info = info.clone();
         async move {
             let mut request = request.map(body::boxed);
             request.extensions_mut().insert(info);
@@ -445,7 +449,7 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
+                    tracing::debug!(client = %remote, error = %e, "connection ended with an error");
                 }
                 return;
             }
@@ -457,7 +461,7 @@ where
                 let idle_since = activity.last_ms.load(Ordering::SeqCst);
                 let idle = Duration::from_millis(activity.now_ms().saturating_sub(idle_since));
                 if activity.in_flight.load(Ordering::SeqCst) == 0 && idle >= shared.idle_timeout {
-                    tracing::debug!(client = %info.remote, "closing idle connection");
+                    tracing::debug!(client = %remote, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

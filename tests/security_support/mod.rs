@@ -231,6 +231,8 @@ pub struct Recorder {
     /// Where it listens.
     pub addr: SocketAddr,
     log: Log,
+    /// Connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -241,11 +243,14 @@ impl Recorder {
         let addr = listener.local_addr().expect("addr");
         let log: Log = Arc::default();
         let log2 = log.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let log = log2.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -258,7 +263,17 @@ impl Recorder {
                 });
             }
         });
-        Recorder { addr, log, task }
+        Recorder {
+            addr,
+            log,
+            connections,
+            task,
+        }
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `http://addr`.
@@ -392,6 +407,17 @@ pub struct RawUpstream {
 impl RawUpstream {
     /// Start answering every connection's first request with `reply`, then closing.
     pub async fn start(reply: &'static [u8]) -> RawUpstream {
+        RawUpstream::start_with(reply, false).await
+    }
+
+    /// Like [`RawUpstream::start`], but the connection stays open after the reply and is
+    /// closed, unanswered, when a second request arrives on it: the race of an upstream
+    /// closing an idle kept-alive connection just as the gateway reuses it.
+    pub async fn start_closing_on_reuse(reply: &'static [u8]) -> RawUpstream {
+        RawUpstream::start_with(reply, true).await
+    }
+
+    async fn start_with(reply: &'static [u8], linger: bool) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let heads: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -417,6 +443,15 @@ impl RawUpstream {
                         .push(String::from_utf8_lossy(&buf).into_owned());
                     let _ = stream.write_all(reply).await;
                     let _ = stream.flush().await;
+                    if linger {
+                        let mut next = [0u8; 4096];
+                        if let Ok(n @ 1..) = stream.read(&mut next).await {
+                            heads
+                                .lock()
+                                .unwrap()
+                                .push(String::from_utf8_lossy(&next[..n]).into_owned());
+                        }
+                    }
                     // Dropping the stream closes the connection.
                 });
             }
