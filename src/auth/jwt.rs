@@ -8,12 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Map, Value};
+use sha2::{Sha256, Sha384, Sha512};
 
 use crate::config::{raw::RawKey, resolve_path, Problems};
 use crate::error::TokenError;
@@ -30,6 +33,8 @@ pub struct Key {
     /// The only algorithm this key is used with.
     pub algorithm: Algorithm,
     decoding: DecodingKey,
+    /// HMAC keys, keyed once: verifying then costs the message's blocks only.
+    hmac: Option<HmacKey>,
     encoding: Option<EncodingKey>,
     /// The public key PEM (asymmetric keys), for the JWK set.
     public_pem: Option<Vec<u8>>,
@@ -56,10 +61,67 @@ pub struct KeySet {
     /// key), so presenting the same RS256/ES256 token again costs a lookup instead of a
     /// signature check. Bounded; an entry is used only while the token is unexpired.
     verified: std::sync::Mutex<std::collections::HashMap<Box<str>, Identity>>,
+    /// Header segments already decoded, parsed and accepted. An issuer puts the same
+    /// header in every token, and parsing it is a pure function of its bytes, so each
+    /// distinct one is parsed once; the signature is still checked on every token.
+    headers: std::sync::Mutex<Vec<Arc<AcceptedHeader>>>,
+}
+
+/// An HMAC key with its inner and outer pads already hashed (RFC 2104), cloned for each
+/// verification instead of being keyed again.
+#[derive(Clone)]
+enum HmacKey {
+    Sha256(Hmac<Sha256>),
+    Sha384(Hmac<Sha384>),
+    Sha512(Hmac<Sha512>),
+}
+
+impl HmacKey {
+    fn new(algorithm: Algorithm, secret: &[u8]) -> Option<HmacKey> {
+        Some(match algorithm {
+            Algorithm::HS256 => HmacKey::Sha256(Hmac::new_from_slice(secret).ok()?),
+            Algorithm::HS384 => HmacKey::Sha384(Hmac::new_from_slice(secret).ok()?),
+            Algorithm::HS512 => HmacKey::Sha512(Hmac::new_from_slice(secret).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// Whether `signature` (base64url, as in the token) is the MAC of `message`; the
+    /// comparison is constant-time (`Mac::verify_slice`).
+    fn verify(&self, message: &[u8], signature: &str) -> bool {
+        let mut sig = [0u8; 64];
+        let Ok(len) = URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) else {
+            return false;
+        };
+        let sig = &sig[..len];
+        match self {
+            HmacKey::Sha256(key) => key.clone().chain_update(message).verify_slice(sig).is_ok(),
+            HmacKey::Sha384(key) => key.clone().chain_update(message).verify_slice(sig).is_ok(),
+            HmacKey::Sha512(key) => key.clone().chain_update(message).verify_slice(sig).is_ok(),
+        }
+    }
 }
 
 /// Most entries of the verified-token cache.
 const VERIFIED_CACHE_MAX: usize = 10_000;
+
+/// Most distinct token headers remembered (an issuer uses one per key and algorithm).
+const HEADER_CACHE_MAX: usize = 16;
+
+/// A token header: seen and accepted before, or just parsed.
+enum SeenHeader {
+    Known(Arc<AcceptedHeader>),
+    Parsed(Map<String, Value>),
+}
+
+/// What verification takes from an accepted token header.
+#[derive(Debug, Clone)]
+struct AcceptedHeader {
+    /// The header segment exactly as it appeared in the token (base64url).
+    segment: Box<str>,
+    algorithm: Algorithm,
+    kid: Option<Box<str>>,
+}
 
 /// Rules for the registered claims.
 #[derive(Debug, Clone)]
@@ -204,6 +266,7 @@ impl KeySet {
             signer,
             allowed,
             verified: Default::default(),
+            headers: Default::default(),
         })
     }
 
@@ -214,12 +277,14 @@ impl KeySet {
                 kid,
                 algorithm: Algorithm::HS256,
                 decoding: DecodingKey::from_secret(secret),
+                hmac: HmacKey::new(Algorithm::HS256, secret),
                 encoding: Some(EncodingKey::from_secret(secret)),
                 public_pem: None,
             }],
             signer: Some(0),
             allowed: vec![Algorithm::HS256],
             verified: Default::default(),
+            headers: Default::default(),
         }
     }
 
@@ -284,6 +349,7 @@ impl KeySet {
                     kid: jwk.common.key_id.clone(),
                     algorithm: *a,
                     decoding: decoding.clone(),
+                    hmac: None,
                     encoding: None,
                     public_pem: None,
                 });
@@ -294,6 +360,7 @@ impl KeySet {
             signer: None,
             allowed: algorithms.to_vec(),
             verified: Default::default(),
+            headers: Default::default(),
         }
     }
 
@@ -353,23 +420,9 @@ impl KeySet {
         let (header_b64, payload_b64) = signing_input
             .split_once('.')
             .ok_or_else(|| unprocessable("Not enough segments", "malformed"))?;
-        let header_bytes = URL_SAFE_NO_PAD
-            .decode(header_b64.trim_end_matches('='))
-            .map_err(|_| unprocessable("Invalid header padding", "malformed"))?;
-        let header: Map<String, Value> = match parse_object(&header_bytes) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return Err(unprocessable(
-                    "Invalid header string: must be a json object",
-                    "malformed",
-                ))
-            }
-            Err(e) => {
-                return Err(unprocessable(
-                    format!("Invalid header string: {e}"),
-                    "malformed",
-                ))
-            }
+        let header = match self.known_header(header_b64) {
+            Some(known) => SeenHeader::Known(known),
+            None => SeenHeader::Parsed(parse_header(header_b64)?),
         };
         let payload_bytes = URL_SAFE_NO_PAD
             .decode(payload_b64.trim_end_matches('='))
@@ -383,44 +436,27 @@ impl KeySet {
         {
             return Err(unprocessable("Invalid crypto padding", "malformed"));
         }
-
-        let algorithm = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .and_then(parse_algorithm)
-            .filter(|a| self.allowed.contains(a))
-            .ok_or_else(|| {
-                unprocessable("The specified alg value is not allowed", "alg_not_allowed")
-            })?;
-        if header.contains_key("crit") {
-            return Err(unprocessable(
-                "Unsupported critical header parameter",
-                "malformed",
-            ));
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.as_str()),
-            Some(_) => {
-                return Err(unprocessable(
-                    "Invalid kid header: must be a string",
-                    "malformed",
-                ))
-            }
+        let accepted = match header {
+            SeenHeader::Known(known) => known,
+            SeenHeader::Parsed(members) => self.accept_header(header_b64, &members)?,
         };
+        let (algorithm, kid) = (accepted.algorithm, accepted.kid.as_deref());
         let mut verified = false;
         for key in self.keys.iter().filter(|k| k.algorithm == algorithm) {
             if kid.is_some() && key.kid.as_deref() != kid && key.kid.is_some() {
                 continue;
             }
-            if jsonwebtoken::crypto::verify(
-                signature,
-                signing_input.as_bytes(),
-                &key.decoding,
-                algorithm,
-            )
-            .unwrap_or(false)
-            {
+            let valid = match &key.hmac {
+                Some(hmac) => hmac.verify(signing_input.as_bytes(), signature),
+                None => jsonwebtoken::crypto::verify(
+                    signature,
+                    signing_input.as_bytes(),
+                    &key.decoding,
+                    algorithm,
+                )
+                .unwrap_or(false),
+            };
+            if valid {
                 verified = true;
                 break;
             }
@@ -456,6 +492,56 @@ impl KeySet {
             self.remember(token, &identity, now);
         }
         Ok(identity)
+    }
+
+    /// The accepted header with this exact segment, if seen before.
+    fn known_header(&self, segment: &str) -> Option<Arc<AcceptedHeader>> {
+        let headers = self.headers.lock().unwrap_or_else(|e| e.into_inner());
+        headers.iter().find(|h| &*h.segment == segment).cloned()
+    }
+
+    /// The header checks of PyJWT's order (alg allowed, no `crit`, `kid` a string); an
+    /// accepted header is remembered.
+    fn accept_header(
+        &self,
+        segment: &str,
+        header: &Map<String, Value>,
+    ) -> Result<Arc<AcceptedHeader>, TokenError> {
+        let algorithm = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(parse_algorithm)
+            .filter(|a| self.allowed.contains(a))
+            .ok_or_else(|| {
+                unprocessable("The specified alg value is not allowed", "alg_not_allowed")
+            })?;
+        if header.contains_key("crit") {
+            return Err(unprocessable(
+                "Unsupported critical header parameter",
+                "malformed",
+            ));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str().into()),
+            Some(_) => {
+                return Err(unprocessable(
+                    "Invalid kid header: must be a string",
+                    "malformed",
+                ))
+            }
+        };
+        let accepted = Arc::new(AcceptedHeader {
+            segment: segment.into(),
+            algorithm,
+            kid,
+        });
+        let mut headers = self.headers.lock().unwrap_or_else(|e| e.into_inner());
+        if headers.len() >= HEADER_CACHE_MAX {
+            headers.remove(0);
+        }
+        headers.push(accepted.clone());
+        Ok(accepted)
     }
 
     /// A previously verified token, while it is unexpired. Its other claims were checked
@@ -562,6 +648,7 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
             kid: rk.kid,
             algorithm,
             decoding: DecodingKey::from_secret(&secret),
+            hmac: HmacKey::new(algorithm, &secret),
             encoding: Some(EncodingKey::from_secret(&secret)),
             public_pem: None,
         });
@@ -621,9 +708,28 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
         kid: rk.kid,
         algorithm,
         decoding,
+        hmac: None,
         encoding,
         public_pem: Some(public),
     })
+}
+
+/// Decode and parse a token's header segment into its members.
+fn parse_header(segment: &str) -> Result<Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| unprocessable("Invalid header padding", "malformed"))?;
+    match parse_object(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(unprocessable(
+            "Invalid header string: must be a json object",
+            "malformed",
+        )),
+        Err(e) => Err(unprocessable(
+            format!("Invalid header string: {e}"),
+            "malformed",
+        )),
+    }
 }
 
 /// Parse a JSON object, refusing duplicate member names (RFC 8725: a claim a verifier
@@ -948,6 +1054,49 @@ mod tests {
         )
         .unwrap();
         format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn prepared_hmac_keys_agree_with_jsonwebtoken() {
+        for algorithm in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let key = HmacKey::new(algorithm, SECRET).unwrap();
+            let message = b"header.payload";
+            let sig = jsonwebtoken::crypto::sign(
+                message,
+                &EncodingKey::from_secret(SECRET),
+                algorithm,
+            )
+            .unwrap();
+            assert!(key.verify(message, &sig), "{algorithm:?}");
+            assert!(!key.verify(b"header.payloae", &sig), "{algorithm:?}");
+            assert!(!key.verify(message, &format!("{sig}=")), "padding: {algorithm:?}");
+            assert!(!key.verify(message, &sig[..sig.len() - 2]), "{algorithm:?}");
+            let other = HmacKey::new(algorithm, b"another-secret-another-secret-00").unwrap();
+            assert!(!other.verify(message, &sig), "{algorithm:?}");
+        }
+        assert!(HmacKey::new(Algorithm::RS256, SECRET).is_none());
+    }
+
+    #[test]
+    fn accepted_headers_are_parsed_once_and_refused_ones_every_time() {
+        let keys = KeySet::hmac(SECRET, None);
+        let now = 1_700_000_000;
+        let payload = format!(r#"{{"sub":"a","exp":{},"iat":{now}}}"#, now + 60);
+        let good = sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, SECRET);
+        for _ in 0..3 {
+            keys.verify(&good, &rules(), now, TokenType::Access).unwrap();
+        }
+        assert_eq!(keys.headers.lock().unwrap().len(), 1);
+        let refused = sign_raw(r#"{"alg":"HS256","crit":["exp"]}"#, &payload, SECRET);
+        for _ in 0..2 {
+            let e = keys.verify(&refused, &rules(), now, TokenType::Access).unwrap_err();
+            assert_eq!(e.msg, "Unsupported critical header parameter");
+        }
+        assert_eq!(keys.headers.lock().unwrap().len(), 1);
+        // A known header does not excuse a bad signature.
+        let forged = sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, b"x");
+        let e = keys.verify(&forged, &rules(), now, TokenType::Access).unwrap_err();
+        assert_eq!(e.msg, "Signature verification failed");
     }
 
     #[test]
