@@ -15,7 +15,8 @@
 //! | [`routing`] | path normalization and the prepared route table |
 //! | [`auth`] | user store, login handler, JWT issue/verify, per-route policy |
 //! | [`store`] | revocations, refresh families, login counters: memory or Redis, with a local view |
-//! | [`proxy`] | upstreams, pooled client, forwarding |
+//! | [`proxy`] | upstreams, header hygiene, forwarding, retries and passive health |
+//! | [`pool`] | keep-alive HTTP/1.1 connections to each upstream instance |
 //! | [`headers`] | hop-by-hop stripping and `X-Forwarded-*` |
 //! | [`metrics`] | the Prometheus registry and metric handles |
 //! | [`explain`] | `gateway explain`: which route a request takes and why it is allowed or not |

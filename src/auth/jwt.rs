@@ -1061,15 +1061,15 @@ mod tests {
         for algorithm in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let key = HmacKey::new(algorithm, SECRET).unwrap();
             let message = b"header.payload";
-            let sig = jsonwebtoken::crypto::sign(
-                message,
-                &EncodingKey::from_secret(SECRET),
-                algorithm,
-            )
-            .unwrap();
+            let sig =
+                jsonwebtoken::crypto::sign(message, &EncodingKey::from_secret(SECRET), algorithm)
+                    .unwrap();
             assert!(key.verify(message, &sig), "{algorithm:?}");
             assert!(!key.verify(b"header.payloae", &sig), "{algorithm:?}");
-            assert!(!key.verify(message, &format!("{sig}=")), "padding: {algorithm:?}");
+            assert!(
+                !key.verify(message, &format!("{sig}=")),
+                "padding: {algorithm:?}"
+            );
             assert!(!key.verify(message, &sig[..sig.len() - 2]), "{algorithm:?}");
             let other = HmacKey::new(algorithm, b"another-secret-another-secret-00").unwrap();
             assert!(!other.verify(message, &sig), "{algorithm:?}");
@@ -1084,18 +1084,23 @@ mod tests {
         let payload = format!(r#"{{"sub":"a","exp":{},"iat":{now}}}"#, now + 60);
         let good = sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, SECRET);
         for _ in 0..3 {
-            keys.verify(&good, &rules(), now, TokenType::Access).unwrap();
+            keys.verify(&good, &rules(), now, TokenType::Access)
+                .unwrap();
         }
         assert_eq!(keys.headers.lock().unwrap().len(), 1);
         let refused = sign_raw(r#"{"alg":"HS256","crit":["exp"]}"#, &payload, SECRET);
         for _ in 0..2 {
-            let e = keys.verify(&refused, &rules(), now, TokenType::Access).unwrap_err();
+            let e = keys
+                .verify(&refused, &rules(), now, TokenType::Access)
+                .unwrap_err();
             assert_eq!(e.msg, "Unsupported critical header parameter");
         }
         assert_eq!(keys.headers.lock().unwrap().len(), 1);
         // A known header does not excuse a bad signature.
         let forged = sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, b"x");
-        let e = keys.verify(&forged, &rules(), now, TokenType::Access).unwrap_err();
+        let e = keys
+            .verify(&forged, &rules(), now, TokenType::Access)
+            .unwrap_err();
         assert_eq!(e.msg, "Signature verification failed");
     }
 
