@@ -41,11 +41,26 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test]
 async fn binary_logs_json_reloads_on_sighup_and_drains_on_sigterm() {
+    binary_lifecycle("").await;
+}
+
+/// The same with `server.workers: 1`, which runs a single-threaded runtime.
+#[tokio::test]
+async fn binary_with_one_worker_logs_reloads_and_drains() {
+    binary_lifecycle("server:\n  workers: 1\n").await;
+}
+
+/// JSON logs without secrets, SIGHUP reloads, SIGTERM draining, for the binary started
+/// with `settings` (YAML) before the test configuration.
+async fn binary_lifecycle(settings: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
-    let yaml = format!("log:\n  format: json\n{}", config_yaml(&upstream.url()));
+    let yaml = format!(
+        "{settings}log:\n  format: json\n{}",
+        config_yaml(&upstream.url())
+    );
     std::fs::write(&path, &yaml).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
