@@ -7,8 +7,12 @@ mod support;
 
 use std::time::Duration;
 
-use security_support::{security_yaml, within, RawUpstream, Recorder};
-use support::{status_json, Gateway, Upstream};
+use security_support::{get_json, security_yaml, within, RawUpstream, Recorder};
+use support::{Gateway, Upstream};
+
+/// A complete keep-alive response (no `Connection: close`).
+const REPLY: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
 
 /// Idle and read timeouts long enough not to interfere.
 const SERVER: &[(&str, &str)] = &[
@@ -67,10 +71,7 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
     // the rest of the stream as their response.
     let client = gw.client_http1();
     for _ in 0..10 {
-        let response = within(10, "GET /health", client.get(gw.url("/health")).send())
-            .await
-            .expect("response");
-        let (status, body) = within(10, "body", status_json(response)).await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "ok", "{body}");
     }
@@ -80,17 +81,11 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
 async fn an_upstream_closing_kept_alive_connections_costs_no_requests() {
     // Each connection answers one request, without `Connection: close`, then closes:
     // the gateway keeps it as idle and must notice, or send again when it loses the race.
-    let upstream = RawUpstream::start(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
-    )
-    .await;
+    let upstream = RawUpstream::start(REPLY).await;
     let gw = Gateway::start(&security_yaml(&upstream.url(), false, SERVER)).await;
     let client = gw.client_http1();
     for i in 0..30 {
-        let response = within(10, "GET", client.get(gw.url("/health")).send())
-            .await
-            .expect("response");
-        let (status, body) = within(10, "body", status_json(response)).await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(status, 200, "request {i}: {body}");
         assert_eq!(body["ok"], true);
         if i % 10 == 0 {
@@ -109,23 +104,13 @@ async fn an_upstream_closing_kept_alive_connections_costs_no_requests() {
 async fn a_kept_alive_connection_closed_as_it_is_reused_is_retried_only_when_safe() {
     // The upstream reads the second request on a connection and closes without an
     // answer: what a request sent just as the upstream closes an idle connection sees.
-    let upstream = RawUpstream::start_closing_on_reuse(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
-    )
-    .await;
+    let upstream = RawUpstream::start_closing_on_reuse(REPLY).await;
     let gw = Gateway::start(&security_yaml(&upstream.url(), false, SERVER)).await;
     let client = gw.client_http1();
-    let get = |path: &'static str| {
-        let request = client.get(gw.url(path)).send();
-        async move {
-            let response = within(10, "GET", request).await.expect("response");
-            within(10, "body", status_json(response)).await
-        }
-    };
     // Opens the connection; it goes back to the pool.
-    assert_eq!(get("/health").await.0, 200);
+    assert_eq!(get_json(&gw, &client, "/health").await.0, 200);
     // Reuses it, the upstream closes it: a GET is sent again on a new connection.
-    let (status, body) = get("/health").await;
+    let (status, body) = get_json(&gw, &client, "/health").await;
     assert_eq!(status, 200, "{body}");
     let heads = upstream.heads();
     assert_eq!(heads.len(), 3, "first, lost, retried: {heads:?}");

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use security_support::{
-    closed_port, edit, eventually, security_yaml, within, FixedUpstream, RawConn, RawUpstream,
-    Recorder,
+    closed_port, edit, eventually, get_json, security_yaml, within, FixedUpstream, RawConn,
+    RawUpstream, Recorder,
 };
 use support::{status_json, Gateway};
 
@@ -45,14 +45,6 @@ fn yaml_multi(urls: &[String], extra: &str) -> String {
     )
 }
 
-/// GET `path` through the gateway's HTTP/2 client; status and JSON body (30 s deadline).
-async fn get(gw: &Gateway, client: &reqwest::Client, path: &str) -> (u16, Value) {
-    let response = within(30, "GET", client.get(gw.url(path)).send())
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    within(30, "body", status_json(response)).await
-}
-
 /// A sample of `gateway_upstream_errors_total` for the test upstream.
 fn upstream_errors(kind: &str) -> String {
     format!(r#"gateway_upstream_errors_total{{kind="{kind}",upstream="properties"}}"#)
@@ -64,7 +56,12 @@ async fn refused_connection_gets_502_quickly() {
     let gw = Gateway::start(&yaml(&format!("http://127.0.0.1:{port}"))).await;
     let client = gw.client();
     let started = Instant::now();
-    let (status, body) = within(10, "GET to a closed upstream", get(&gw, &client, "/health")).await;
+    let (status, body) = within(
+        10,
+        "GET to a closed upstream",
+        get_json(&gw, &client, "/health"),
+    )
+    .await;
     assert_eq!(
         (status, body["msg"].as_str()),
         (502, Some("Upstream unavailable"))
@@ -215,7 +212,12 @@ async fn slow_upstream_gets_504_after_route_timeout() {
     );
     let gw = Gateway::start(&config).await;
     let client = gw.client();
-    let (status, body) = within(10, "GET /slow", get(&gw, &client, "/slow?delay_ms=5000")).await;
+    let (status, body) = within(
+        10,
+        "GET /slow",
+        get_json(&gw, &client, "/slow?delay_ms=5000"),
+    )
+    .await;
     assert_eq!(
         (status, body["msg"].as_str()),
         (504, Some("Upstream timed out"))
@@ -245,7 +247,7 @@ async fn retries_only_idempotent_bodiless_requests() {
     .await;
     let client = gw.client();
     for i in 0..6 {
-        let (status, body) = get(&gw, &client, "/health").await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(
             status, 200,
             "GET {i} is retried on the live instance: {body}"
@@ -316,7 +318,7 @@ async fn passive_health_skips_a_failing_instance_until_cooldown() {
     let mut gets = 0;
     // Until the dead instance has failed max_failures times (each GET is retried).
     while gw.metric(&errors).await < 2.0 {
-        let (status, body) = get(&gw, &client, "/health").await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(status, 200, "{body}");
         gets += 1;
         assert!(gets <= 10, "the dead instance was never picked");
@@ -327,7 +329,7 @@ async fn passive_health_skips_a_failing_instance_until_cooldown() {
     // During the cooldown it is skipped: no errors, every GET goes to the live one.
     let mut during = 0;
     while skipped_since.elapsed() < COOLDOWN / 2 && during < 20 {
-        let (status, body) = get(&gw, &client, "/health").await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(status, 200, "{body}");
         during += 1;
         gets += 1;
@@ -349,7 +351,7 @@ async fn passive_health_skips_a_failing_instance_until_cooldown() {
     .await;
     let mut after = 0;
     while gw.metric(&errors).await < 3.0 {
-        let (status, body) = get(&gw, &client, "/health").await;
+        let (status, body) = get_json(&gw, &client, "/health").await;
         assert_eq!(status, 200, "{body}");
         gets += 1;
         after += 1;

@@ -102,6 +102,18 @@ pub fn security_yaml(upstream: &str, plaintext: bool, server: &[(&str, &str)]) -
     yaml
 }
 
+/// GET `path` through the gateway with `client`: status and JSON body (30 s deadline).
+pub async fn get_json(
+    gw: &crate::support::Gateway,
+    client: &reqwest::Client,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let response = within(30, "GET", client.get(gw.url(path)).send())
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    within(30, "body", crate::support::status_json(response)).await
+}
+
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     crate::support::now()
