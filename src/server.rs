@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use prometheus::{IntCounter, IntGauge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -28,7 +30,7 @@ use crate::admin::{self, AdminContext, Health};
 use crate::app::App;
 use crate::auth::MAX_REFRESH_TTL_SECS;
 use crate::body;
-use crate::config::{Config, ListenerConfig, TlsSetting};
+use crate::config::{Config, ListenerConfig, ServerSettings, TlsSetting};
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::reload::Reloader;
@@ -147,23 +149,11 @@ impl Server {
         let admin_task = self
             .admin
             .map(|tcp| tokio::spawn(admin::serve(tcp, admin_ctx, admin_stop_rx)));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(settings.max_header_bytes)
-            .max_headers(settings.max_headers);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(settings.h2_max_concurrent_streams)
-            .max_header_list_size(settings.h2_max_header_list_bytes)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
         let shared = Arc::new(Shared {
             app: self.app.clone(),
-            builder,
+            http1: http1_builder(&settings),
+            http2: http2_builder(&settings),
+            header_read_timeout: settings.header_read_timeout,
             handshake_timeout: settings.tls_handshake_timeout,
             idle_timeout: settings.idle_timeout,
             total: Arc::new(Semaphore::new(settings.max_connections)),
@@ -209,10 +199,77 @@ impl Server {
     }
 }
 
+/// hyper's HTTP/1.1 settings from `server:`.
+fn http1_builder(settings: &ServerSettings) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers);
+    builder
+}
+
+/// hyper's HTTP/2 settings from `server:`.
+fn http2_builder(settings: &ServerSettings) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
+        .max_header_list_size(settings.h2_max_header_list_bytes)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// HTTP/2's connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain connection speaks, from its first bytes, left unread for hyper: HTTP/2
+/// when they are the connection preface (prior knowledge), HTTP/1.1 otherwise. `None`
+/// when the client closes, fails, or sends nothing decisive within `header_read_timeout`.
+///
+/// Deciding before hyper's connection state exists keeps every plain connection's task
+/// the size of an HTTP/1.1 connection (an auto-detecting one is sized for HTTP/2), and
+/// a connection that never sends anything holds no HTTP state at all.
+async fn plain_protocol(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
+    let detect = async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if first[..n] != H2_PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A prefix of the preface so far; `peek` would return at once with the same
+            // bytes, so wait a little for the rest.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, detect).await.ok().flatten()
+}
+
 /// What every connection task shares.
 struct Shared {
     app: App,
-    builder: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 connection settings.
+    http1: http1::Builder,
+    /// HTTP/2 connection settings.
+    http2: http2::Builder<TokioExecutor>,
+    /// Also bounds the wait for a plain connection's first bytes.
+    header_read_timeout: Duration,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     /// One permit per open connection (`server.max_connections`).
@@ -377,7 +434,16 @@ async fn serve_connection(
     counters: &ListenerCounters,
 ) {
     match acceptor {
-        None => drive(TokioIo::new(stream), info, shared).await,
+        None => {
+            let mut stop = shared.stop.clone();
+            let protocol = tokio::select! {
+                p = plain_protocol(&stream, shared.header_read_timeout) => p,
+                _ = stop.wait_for(|stopping| *stopping) => None,
+            };
+            if let Some(protocol) = protocol {
+                drive(TokioIo::new(stream), protocol, info, shared).await;
+            }
+        }
         // Boxed: the TLS state is large, and an unboxed branch would make every
         // connection's task that large, plain HTTP ones included.
         Some(acceptor) => Box::pin(serve_tls(stream, acceptor, info, shared, counters)).await,
@@ -392,7 +458,14 @@ async fn serve_tls(
     counters: &ListenerCounters,
 ) {
     match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => drive(TokioIo::new(tls), info, shared).await,
+        Ok(Ok(tls)) => {
+            // Over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 section 3.3).
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            drive(TokioIo::new(tls), protocol, info, shared).await
+        }
         Ok(Err(e)) => {
             counters.handshake_failures.inc();
             tracing::debug!(client = %info.remote, error = %e, "tls handshake failed");
@@ -406,7 +479,7 @@ async fn serve_tls(
 
 /// Serve HTTP on an established connection until it ends, it has been idle (nothing in
 /// flight) for `idle_timeout`, or the server drains; the last two close it gracefully.
-async fn drive<I>(io: TokioIo<I>, info: ConnInfo, shared: &Shared)
+async fn drive<I>(io: TokioIo<I>, protocol: Protocol, info: ConnInfo, shared: &Shared)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -419,7 +492,10 @@ where
         let app = app.clone();
         let in_flight = InFlight::new(&tracked);
         let info = info.clone();
-        async move {
+        // Boxed: hyper keeps room for one request future in every HTTP/1 connection for
+        // the connection's whole life, and the request path's future is over 4 KiB; boxed,
+        // an idle connection keeps a pointer and the 4 KiB exist only while a request does.
+        Box::pin(async move {
             let mut request = request.map(body::boxed);
             request.extensions_mut().insert(info);
             let response = app.handle(request).await;
@@ -429,10 +505,39 @@ where
                     _in_flight: in_flight,
                 })
             }))
-        }
+        })
     });
-    let conn = shared.builder.serve_connection(io, service);
-    tokio::pin!(conn);
+    // One heap allocation per connection, for one type whichever the protocol.
+    let conn: Pin<Box<dyn Connection>> = match protocol {
+        Protocol::Http1 => Box::pin(shared.http1.serve_connection(io, service)),
+        Protocol::Http2 => Box::pin(shared.http2.serve_connection(io, service)),
+    };
+    run_connection(conn, &activity, remote, shared).await
+}
+
+/// An HTTP connection being served, HTTP/1.1 or HTTP/2.
+trait Connection: Future<Output = Result<(), hyper::Error>> + Send {
+    /// Finish the requests in flight, take no new ones, then end.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<C> Connection for C
+where
+    C: GracefulConnection<Error = hyper::Error> + Send,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        GracefulConnection::graceful_shutdown(self)
+    }
+}
+
+/// Poll `conn` to its end, closing it gracefully once idle for `idle_timeout` or when
+/// the server drains.
+async fn run_connection(
+    mut conn: Pin<Box<dyn Connection>>,
+    activity: &Activity,
+    remote: SocketAddr,
+    shared: &Shared,
+) {
     let mut stop = shared.stop.clone();
     let mut closing = *stop.borrow();
     if closing {

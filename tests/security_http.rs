@@ -233,6 +233,56 @@ async fn half_sent_head_is_disconnected_after_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn silent_connection_is_closed_after_header_read_timeout() {
+    let (recorder, gw) = setup(&[("header_read_timeout", "500ms"), ("idle_timeout", "30s")]).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    assert!(
+        conn.closed_within(10).await,
+        "a connection that never sends a byte is closed"
+    );
+    assert!(conn.leftover().is_empty(), "nothing is sent to it");
+    assert!(settled(&recorder).await.is_empty());
+}
+
+#[tokio::test]
+async fn request_whose_first_byte_arrives_alone_is_served() {
+    // "P" could begin HTTP/2's preface ("PRI * HTTP/2.0...") or a POST: the gateway
+    // waits for the byte that tells them apart.
+    let (recorder, gw) = setup(&[]).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(b"P").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.send(b"OST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi")
+        .await;
+    let response = conn.expect_response(10).await;
+    assert_eq!(response.status, 200);
+    let seen = settled(&recorder).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].body.as_slice()),
+        ("POST", &b"hi"[..])
+    );
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_on_a_plain_listener() {
+    let (recorder, gw) = setup(&[]).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("http://{}/public", gw.addr))
+        .send()
+        .await
+        .expect("HTTP/2 response");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(settled(&recorder).await.len(), 1);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let (recorder, gw) = setup(&[("idle_timeout", "500ms"), ("header_read_timeout", "30s")]).await;
     let mut conn = RawConn::connect(gw.addr).await;

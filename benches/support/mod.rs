@@ -16,6 +16,8 @@ pub const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$Ps4Uxv+gTwrI54Rt5O6Jsg$w0
 pub fn config(upstream: &str) -> gateway::config::Config {
     let yaml = format!(
         r#"
+admin: {{ enabled: false }}
+server: {{ max_connections_per_ip: 10000 }}
 listeners: [{{ address: "127.0.0.1:0", plaintext: true }}]
 upstreams: {{ backend: {{ url: "{upstream}" }} }}
 auth:
