@@ -1,5 +1,6 @@
-//! Accepting connections: TLS handshake (with a deadline), HTTP/1.1 or HTTP/2 through
-//! hyper-util's auto builder, one task per connection, and graceful draining on shutdown.
+//! Accepting connections: TLS handshake (with a deadline), HTTP/1.1 or HTTP/2 (by ALPN
+//! over TLS, by the first bytes on plain connections) through hyper's connection types,
+//! one task per connection, and graceful draining on shutdown.
 //!
 //! [`Server::bind`] binds every configured listener and the admin listener (port 0 works,
 //! for tests); [`Server::run`] serves until the shutdown future completes, then: `/readyz`
