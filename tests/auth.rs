@@ -17,7 +17,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use support::{hs512_token, none_token, sign_hs256, Gateway, Upstream, SECRET};
+use support::{hs256_header, hs512_token, none_token, sign_hs256, with, Gateway, Upstream, SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// No test may take longer than this; anything slower is a hang.
@@ -162,23 +162,6 @@ fn access_claims(sub: &str) -> Value {
         "exp": now + 900,
         "roles": ["user"],
     })
-}
-
-/// `claims` with `changes` merged in (a `null` removes the claim).
-fn with(mut claims: Value, changes: Value) -> Value {
-    let map = claims.as_object_mut().expect("claims object");
-    for (k, v) in changes.as_object().expect("changes object") {
-        if v.is_null() {
-            map.remove(k);
-        } else {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    claims
-}
-
-fn hs256_header() -> Value {
-    json!({"alg": "HS256", "typ": "JWT"})
 }
 
 /// Sign with the test secret.

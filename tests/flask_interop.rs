@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{hs512_token, none_token, sign_hs256, Gateway, Upstream, SECRET};
+use support::{hs256_header, hs512_token, none_token, sign_hs256, with, Gateway, Upstream, SECRET};
 
 const INSTALL_HINT: &str = "pip install -r tests/interop/requirements.txt";
 /// The Flask-JWT-Extended version the expectations were checked against.
@@ -204,23 +204,6 @@ fn access_claims(sub: &str) -> Value {
     })
 }
 
-/// `claims` with `changes` merged in (a `null` removes the claim).
-fn with(mut claims: Value, changes: Value) -> Value {
-    let map = claims.as_object_mut().expect("claims object");
-    for (k, v) in changes.as_object().expect("changes object") {
-        if v.is_null() {
-            map.remove(k);
-        } else {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    claims
-}
-
-fn hs256_header() -> Value {
-    json!({"alg": "HS256", "typ": "JWT"})
-}
-
 fn bearer(claims: &Value) -> Option<String> {
     Some(format!(
         "Bearer {}",
@@ -240,6 +223,15 @@ async fn start_with_iss_aud() -> (Upstream, Gateway) {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/// Flask-JWT-Extended is installed; a gateway with the default test config in front of
+/// the example upstream.
+async fn interop_gateway() -> (Upstream, Gateway) {
+    require_flask_jwt_extended().await;
+    let upstream = Upstream::start();
+    let gw = Gateway::start_default(&upstream).await;
+    (upstream, gw)
+}
 
 #[tokio::test]
 async fn flask_minted_token_is_accepted_by_the_gateway() {
@@ -277,9 +269,7 @@ async fn flask_minted_token_is_accepted_by_the_gateway() {
 #[tokio::test]
 async fn gateway_token_is_accepted_by_flask() {
     within(async {
-        require_flask_jwt_extended().await;
-        let upstream = Upstream::start();
-        let gw = Gateway::start_default(&upstream).await;
+        let (_upstream, gw) = interop_gateway().await;
         let token = gw.login("test@example.com", "password").await;
         let out = flask(&[], &["verify", &token]).await;
         let reply: Value = serde_json::from_str(&out).expect("JSON from flask_jwt.py");
@@ -295,9 +285,7 @@ async fn gateway_token_is_accepted_by_flask() {
 #[tokio::test]
 async fn refusals_match_flask_jwt_extended() {
     within(async {
-        require_flask_jwt_extended().await;
-        let upstream = Upstream::start();
-        let gw = Gateway::start_default(&upstream).await;
+        let (_upstream, gw) = interop_gateway().await;
         let now = support::now();
         let valid = access_claims("test@example.com");
         let rows: Vec<(&str, Option<String>)> = vec![
@@ -348,9 +336,7 @@ async fn refusals_match_flask_jwt_extended() {
 #[tokio::test]
 async fn claim_edge_cases_match_flask_jwt_extended() {
     within(async {
-        require_flask_jwt_extended().await;
-        let upstream = Upstream::start();
-        let gw = Gateway::start_default(&upstream).await;
+        let (_upstream, gw) = interop_gateway().await;
         let now = support::now();
         let valid = access_claims("test@example.com");
         let rows: Vec<(&str, Option<String>)> = vec![

@@ -32,9 +32,8 @@ pub struct Key {
     pub kid: Option<String>,
     /// The only algorithm this key is used with.
     pub algorithm: Algorithm,
-    decoding: DecodingKey,
-    /// HMAC keys, keyed once: verifying then costs the message's blocks only.
-    hmac: Option<HmacKey>,
+    /// What checks signatures made with this key.
+    verifier: Verifier,
     encoding: Option<EncodingKey>,
     /// The public key PEM (asymmetric keys), for the JWK set.
     public_pem: Option<Vec<u8>>,
@@ -65,6 +64,36 @@ pub struct KeySet {
     /// header in every token, and parsing it is a pure function of its bytes, so each
     /// distinct one is parsed once; the signature is still checked on every token.
     headers: std::sync::Mutex<Vec<Arc<AcceptedHeader>>>,
+}
+
+/// How a key checks signatures.
+#[derive(Clone)]
+enum Verifier {
+    /// HMAC, keyed once: verifying then costs the message's blocks only.
+    Hmac(Box<HmacKey>),
+    /// A public key, through jsonwebtoken.
+    Public(DecodingKey),
+}
+
+impl Verifier {
+    /// The verifier of an HMAC secret (HS256/384/512; any other algorithm is left to
+    /// jsonwebtoken, which refuses a secret for it).
+    fn hmac(algorithm: Algorithm, secret: &[u8]) -> Verifier {
+        match HmacKey::new(algorithm, secret) {
+            Some(key) => Verifier::Hmac(Box::new(key)),
+            None => Verifier::Public(DecodingKey::from_secret(secret)),
+        }
+    }
+
+    /// Whether `signature` (base64url, as in the token) signs `message`.
+    fn verify(&self, message: &[u8], signature: &str, algorithm: Algorithm) -> bool {
+        match self {
+            Verifier::Hmac(key) => key.verify(message, signature),
+            Verifier::Public(key) => {
+                jsonwebtoken::crypto::verify(signature, message, key, algorithm).unwrap_or(false)
+            }
+        }
+    }
 }
 
 /// An HMAC key with its inner and outer pads already hashed (RFC 2104), cloned for each
@@ -276,8 +305,7 @@ impl KeySet {
             keys: vec![Key {
                 kid,
                 algorithm: Algorithm::HS256,
-                decoding: DecodingKey::from_secret(secret),
-                hmac: HmacKey::new(Algorithm::HS256, secret),
+                verifier: Verifier::hmac(Algorithm::HS256, secret),
                 encoding: Some(EncodingKey::from_secret(secret)),
                 public_pem: None,
             }],
@@ -348,8 +376,7 @@ impl KeySet {
                 keys.push(Key {
                     kid: jwk.common.key_id.clone(),
                     algorithm: *a,
-                    decoding: decoding.clone(),
-                    hmac: None,
+                    verifier: Verifier::Public(decoding.clone()),
                     encoding: None,
                     public_pem: None,
                 });
@@ -446,17 +473,10 @@ impl KeySet {
             if kid.is_some() && key.kid.as_deref() != kid && key.kid.is_some() {
                 continue;
             }
-            let valid = match &key.hmac {
-                Some(hmac) => hmac.verify(signing_input.as_bytes(), signature),
-                None => jsonwebtoken::crypto::verify(
-                    signature,
-                    signing_input.as_bytes(),
-                    &key.decoding,
-                    algorithm,
-                )
-                .unwrap_or(false),
-            };
-            if valid {
+            if key
+                .verifier
+                .verify(signing_input.as_bytes(), signature, algorithm)
+            {
                 verified = true;
                 break;
             }
@@ -647,8 +667,7 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
         return Some(Key {
             kid: rk.kid,
             algorithm,
-            decoding: DecodingKey::from_secret(&secret),
-            hmac: HmacKey::new(algorithm, &secret),
+            verifier: Verifier::hmac(algorithm, &secret),
             encoding: Some(EncodingKey::from_secret(&secret)),
             public_pem: None,
         });
@@ -707,8 +726,7 @@ fn load_key(problems: &mut Problems, base_dir: &Path, key: &str, rk: RawKey) -> 
     Some(Key {
         kid: rk.kid,
         algorithm,
-        decoding,
-        hmac: None,
+        verifier: Verifier::Public(decoding),
         encoding,
         public_pem: Some(public),
     })

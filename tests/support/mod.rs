@@ -266,15 +266,8 @@ impl Gateway {
 
     /// Log in through the gateway and return the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let response = self
-            .client()
-            .post(self.url("/users/login"))
-            .json(&serde_json::json!({ "email": email, "password": password }))
-            .send()
-            .await
-            .expect("login request");
-        assert_eq!(response.status(), 200, "login of {email} failed");
-        let body: serde_json::Value = response.json().await.expect("login JSON");
+        let (status, _, body) = self.try_login(email, password).await;
+        assert_eq!(status, 200, "login of {email} failed: {body}");
         body["access_token"]
             .as_str()
             .expect("access_token")
@@ -383,6 +376,24 @@ pub fn none_token(claims: &serde_json::Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "none", "typ": "JWT"}).to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     )
+}
+
+/// `claims` with `changes` merged in (a `null` removes the claim).
+pub fn with(mut claims: serde_json::Value, changes: serde_json::Value) -> serde_json::Value {
+    let map = claims.as_object_mut().expect("claims object");
+    for (k, v) in changes.as_object().expect("changes object") {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    claims
+}
+
+/// The usual header of an HS256 token.
+pub fn hs256_header() -> serde_json::Value {
+    serde_json::json!({"alg": "HS256", "typ": "JWT"})
 }
 
 /// Seconds since the epoch.
